@@ -1,0 +1,5 @@
+"""Allow ``python -m davbox``."""
+
+from davbox.cli import main
+
+main()

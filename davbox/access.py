@@ -1,0 +1,123 @@
+"""Who may see which mailbox: verified credentials and mailbox roles, cached.
+
+Contract:
+- ``AccessService.authenticate(name, password)`` returns a ``Principal`` or None.
+  A verified credential is cached under an HMAC of (name, password) keyed by a
+  per-installation secret, for ``auth.cache_ttl`` seconds: the cache holds no
+  password, and a lookup costs a hash of the input, not an argon2 run.
+- ``mailboxes_for(principal)`` maps mailbox names to ``MailboxAccess`` (id,
+  storage key, roles) for the mailboxes the principal has a role in, directly
+  or through a group.
+- Both caches are dropped when the database's access epoch changes (password
+  change, disable, removal, grants, group changes); ``refresh()`` checks the
+  epoch at most every ``auth.refresh_interval`` seconds, so every server
+  process sees such a change within that time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import or_, select
+
+from davbox.db import Database
+from davbox.db.models import GroupMember, Mailbox, MailboxGrant, User
+from davbox.policies.base import Principal
+from davbox.providers.identity import IdentityProvider
+
+
+@dataclass(frozen=True)
+class MailboxAccess:
+    id: int
+    name: str
+    storage_key: str
+    roles: frozenset[str]
+
+
+class AccessService:
+    def __init__(
+        self,
+        db: Database,
+        identity_providers: list[IdentityProvider],
+        *,
+        cache_ttl: float,
+        refresh_interval: float,
+    ) -> None:
+        self.db = db
+        self.providers = identity_providers
+        self.cache_ttl = cache_ttl
+        self.refresh_interval = refresh_interval
+        self._secret = db.server_secret()
+        self._lock = threading.Lock()
+        self._epoch = db.current_epoch()
+        self._checked_at = time.monotonic()
+        self._credentials: dict[bytes, tuple[Principal, float]] = {}
+        self._mailboxes: dict[int, dict[str, MailboxAccess]] = {}
+
+    def refresh(self) -> None:
+        """Drop the caches if accounts or grants changed since the last look."""
+        now = time.monotonic()
+        if now - self._checked_at < self.refresh_interval:
+            return
+        self._checked_at = now
+        epoch = self.db.current_epoch()
+        if epoch != self._epoch:
+            with self._lock:
+                self._epoch = epoch
+                self._credentials.clear()
+                self._mailboxes.clear()
+
+    def authenticate(self, username: str, password: str) -> Principal | None:
+        self.refresh()
+        key = hmac.new(
+            self._secret, username.encode() + b"\0" + password.encode(), hashlib.sha256
+        ).digest()
+        cached = self._credentials.get(key)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        for provider in self.providers:
+            identity = provider.verify(username, password)
+            if identity is not None:
+                principal = Principal("user", identity.name, identity.user_id)
+                if self.cache_ttl > 0:
+                    with self._lock:
+                        self._credentials[key] = (principal, time.monotonic() + self.cache_ttl)
+                return principal
+        return None
+
+    def mailboxes_for(self, principal: Principal) -> dict[str, MailboxAccess]:
+        if principal.user_id is None:
+            return {}
+        cached = self._mailboxes.get(principal.user_id)
+        if cached is not None:
+            return cached
+        result = self._load_mailboxes(principal.user_id)
+        with self._lock:
+            self._mailboxes[principal.user_id] = result
+        return result
+
+    def _load_mailboxes(self, user_id: int) -> dict[str, MailboxAccess]:
+        groups = select(GroupMember.group_id).where(GroupMember.user_id == user_id)
+        query = (
+            select(Mailbox.id, Mailbox.name, Mailbox.storage_key, MailboxGrant.role)
+            .join(MailboxGrant, MailboxGrant.mailbox_id == Mailbox.id)
+            .join(User, User.id == user_id)
+            .where(
+                User.disabled.is_(False),
+                or_(MailboxGrant.user_id == user_id, MailboxGrant.group_id.in_(groups)),
+            )
+        )
+        roles: dict[str, set[str]] = {}
+        info: dict[str, tuple[int, str]] = {}
+        with self.db.session() as session:
+            for box_id, name, key, role in session.execute(query):
+                roles.setdefault(name, set()).add(str(role.value if hasattr(role, "value") else role))
+                info[name] = (box_id, key)
+        return {
+            name: MailboxAccess(info[name][0], name, info[name][1], frozenset(r))
+            for name, r in roles.items()
+        }

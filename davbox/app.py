@@ -1,0 +1,90 @@
+"""Assemble davbox from its settings: database, storage, access, policies, WSGI apps.
+
+Contract: ``Runtime.create(settings, data_dir)`` builds every long-lived
+service (nothing listens yet); ``Runtime.wsgi_app()`` returns the dispatcher
+that the server runs. The embedded default needs nothing but the data
+directory: SQLite at ``<data_dir>/davbox.db``, storage at ``<data_dir>/storage``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wsgidav.request_resolver import RequestResolver
+from wsgidav.wsgidav_app import WsgiDAVApp
+
+from davbox.admin_ui import StartPage
+from davbox.access import AccessService
+from davbox.config import Settings
+from davbox.dav.authn import BasicAuthMiddleware
+from davbox.dav.errors import DavErrorMiddleware
+from davbox.dav.locks import SqlLockStorage
+from davbox.dav.props import SqlPropertyManager
+from davbox.dav.provider import MailboxProvider
+from davbox.db import Database
+from davbox.dispatcher import DAV_PREFIX, Dispatcher
+from davbox.policies.engine import PolicyEngine
+from davbox.providers.identity.sql import SqlIdentityProvider
+from davbox.providers.storage.filesystem import FilesystemStorage
+
+
+def database_url(settings: Settings, data_dir: Path) -> str:
+    return settings.database.url or f"sqlite:///{data_dir.resolve() / 'davbox.db'}"
+
+
+def storage_root(settings: Settings, data_dir: Path) -> Path:
+    return Path(settings.storage.path) if settings.storage.path else data_dir / "storage"
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    data_dir: Path
+    db: Database
+    storage: FilesystemStorage
+    access: AccessService
+    engine: PolicyEngine
+
+    @classmethod
+    def create(cls, settings: Settings, data_dir: Path) -> Runtime:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        db = Database(database_url(settings, data_dir))
+        db.upgrade()
+        storage = FilesystemStorage(storage_root(settings, data_dir))
+        access = AccessService(
+            db,
+            [SqlIdentityProvider(db)],
+            cache_ttl=settings.auth.cache_ttl,
+            refresh_interval=settings.auth.refresh_interval,
+        )
+        return cls(settings, data_dir, db, storage, access, PolicyEngine())
+
+    def dav_config(self) -> dict[str, Any]:
+        provider = MailboxProvider(
+            self.storage, self.engine, block_size=int(self.settings.storage.block_size)
+        )
+        return {
+            "provider_mapping": {"/": provider},
+            "mount_path": DAV_PREFIX,
+            "lock_storage": SqlLockStorage(self.db),
+            "property_manager": SqlPropertyManager(self.db),
+            "middleware_stack": [DavErrorMiddleware, RequestResolver],
+            "block_size": int(self.settings.storage.block_size),
+            "verbose": 1,
+            "logging": {"enable": False},
+            "dir_browser": {"enable": False},
+            "add_header_MS_Author_Via": True,
+            "suppress_version_info": True,
+            "hotfixes": {"re_encode_path_info": True, "emulate_win32_lastmod": True},
+        }
+
+    def wsgi_app(self) -> Dispatcher:
+        logging.getLogger("wsgidav").setLevel(logging.ERROR)
+        dav = WsgiDAVApp(self.dav_config())
+        authenticated = BasicAuthMiddleware(dav, self.access, self.settings.auth.realm)
+        return Dispatcher(
+            authenticated, StartPage(), access_log=self.settings.logging.access_log
+        )

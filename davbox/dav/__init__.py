@@ -1,0 +1,1 @@
+"""The WebDAV side of davbox: WsgiDAV app assembly, provider, authentication, state."""

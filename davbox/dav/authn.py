@@ -1,0 +1,61 @@
+"""HTTP Basic authentication in front of the WebDAV app.
+
+Reads ``HTTP_AUTHORIZATION``; sets ``wsgidav.auth.user_name`` (WsgiDAV's lock
+principal), ``davbox.principal`` and ``davbox.mailboxes``. Missing, malformed
+and wrong credentials all get 401 with a ``WWW-Authenticate`` challenge and a
+one-line reason; a malformed header never causes a 500. Passwords are never
+logged. Credentials are only accepted over TLS or loopback in a later release;
+the README tells admins to enable ``server.tls`` (Windows insists on it).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from davbox.access import AccessService
+
+
+class BasicAuthMiddleware:
+    def __init__(self, app: Callable[..., Iterable[bytes]], access: AccessService, realm: str):
+        self.app = app
+        self.access = access
+        self.challenge = f'Basic realm="{realm}", charset="UTF-8"'
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        header = environ.get("HTTP_AUTHORIZATION", "")
+        if not header:
+            return self._refuse(start_response, "authentication required")
+        scheme, _, value = header.strip().partition(" ")
+        if scheme.lower() != "basic":
+            return self._refuse(start_response, "only Basic authentication is supported")
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            return self._refuse(start_response, "malformed Authorization header")
+        username, sep, password = decoded.partition(":")
+        if not sep or not username:
+            return self._refuse(start_response, "malformed Authorization header")
+        principal = self.access.authenticate(username, password)
+        if principal is None:
+            return self._refuse(start_response, "wrong user name or password")
+        environ["wsgidav.auth.user_name"] = principal.name
+        environ["davbox.principal"] = principal
+        environ["davbox.mailboxes"] = self.access.mailboxes_for(principal)
+        return self.app(environ, start_response)
+
+    def _refuse(self, start_response: Callable[..., Any], reason: str) -> list[bytes]:
+        body = f"401 Unauthorized: {reason}\n".encode()
+        start_response(
+            "401 Unauthorized",
+            [
+                ("WWW-Authenticate", self.challenge),
+                ("Content-Type", "text/plain; charset=utf-8"),
+                ("Content-Length", str(len(body))),
+            ],
+        )
+        return [body]

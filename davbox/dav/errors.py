@@ -1,0 +1,105 @@
+"""Turn errors inside WsgiDAV into clean HTTP answers (replaces WsgiDAV's ErrorPrinter).
+
+Contract: a ``DAVError`` becomes its status with a readable reason (plain
+text) or, when it carries a DAV precondition, the RFC 4918 XML error body.
+Any other exception is logged with its traceback on the server and answered
+``500`` with a request id: no traceback, path or exception text reaches the
+client. An ``OSError`` for ENOSPC/EDQUOT/EFBIG becomes 507.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import secrets
+from collections.abc import Callable, Iterable, Iterator
+from http import HTTPStatus
+from typing import Any
+
+from wsgidav import util
+from wsgidav.dav_error import DAVError
+from wsgidav.mw.base_mw import BaseMiddleware
+
+_log = logging.getLogger("davbox.errors")
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def status_line(code: int) -> str:
+    try:
+        return f"{code} {HTTPStatus(code).phrase}"
+    except ValueError:
+        return f"{code} Error"
+
+
+def error_response(error: DAVError) -> tuple[str, list[tuple[str, str]], bytes]:
+    """(status, headers, body) for a DAVError, with a reason a person understands."""
+    code = error.value
+    if error.err_condition is not None:
+        body = util.to_bytes(error.err_condition.as_string())
+        content_type = "application/xml; charset=utf-8"
+    else:
+        reason = error.context_info or HTTPStatus(code).description or ""
+        body = f"{status_line(code)}: {reason}\n".encode() if reason else b""
+        content_type = "text/plain; charset=utf-8"
+    headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+    headers += error.add_headers or []
+    if code in (304, 204):
+        return status_line(code), [("Content-Length", "0")], b""
+    return status_line(code), headers, body
+
+
+class DavErrorMiddleware(BaseMiddleware):
+    def __init__(self, wsgidav_app: Any, next_app: Any, config: dict[str, Any]) -> None:
+        super().__init__(wsgidav_app, next_app, config)
+
+    def is_disabled(self) -> bool:
+        return False
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterator[bytes]:
+        inner = util.SubAppStartResponse()
+        try:
+            started = False
+            app_iter: Iterable[bytes] = self.next_app(environ, inner)
+            try:
+                for chunk in app_iter:
+                    if not started:
+                        start_response(inner.status, inner.response_headers, inner.exc_info)
+                        started = True
+                    yield chunk
+            finally:
+                close = getattr(app_iter, "close", None)
+                if close:
+                    close()
+            if not started:
+                start_response(inner.status, inner.response_headers, inner.exc_info)
+            return
+        except DAVError as exc:
+            error = exc
+            source = error.src_exception
+            if isinstance(source, (ConnectionError, TimeoutError)):
+                _log.info("request %s: client connection lost (%s)", _request_id(environ), source)
+                error = DAVError(400, "the request body did not arrive completely; nothing was stored")
+            elif error.value >= 500 and source is not None:
+                _log.error("request %s failed", _request_id(environ), exc_info=source)
+        except OSError as exc:
+            if exc.errno not in _FULL:
+                error = _internal(environ, exc)
+            else:
+                error = DAVError(507, "not enough storage space; nothing was changed")
+        except Exception as exc:
+            error = _internal(environ, exc)
+        status, headers, body = error_response(error)
+        start_response(status, headers)
+        yield body
+
+
+def _request_id(environ: dict[str, Any]) -> str:
+    return environ.setdefault("davbox.request_id", secrets.token_hex(6))
+
+
+def _internal(environ: dict[str, Any], exc: Exception) -> DAVError:
+    request_id = _request_id(environ)
+    _log.error("request %s failed", request_id, exc_info=exc)
+    return DAVError(500, f"internal server error (request id {request_id})")

@@ -1,0 +1,217 @@
+"""The one root provider: ``/`` lists the caller's mailboxes, ``/<mailbox>/...`` their files.
+
+Contract:
+- Mounted once at share ``/`` so MOVE/COPY between mailboxes stay inside one
+  provider; locks and dead properties are keyed by the path below the mount
+  (``/<mailbox>/<path>``), the one canonical URL of every stored object.
+- A mailbox the caller has no role in does not exist for them: 404, never 403.
+- ``authorize`` is the authorization seam: it builds an ``AccessRequest`` and
+  raises ``DAVError`` with the policy's status and reason on deny.
+- ``custom_request_handler`` answers request-level refusals before the body is
+  read: PROPFIND with ``Depth: infinity``, content a caller may not read or
+  list, LOCK of existing resources without the lock right.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import unicodedata
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from wsgidav import util
+from wsgidav.dav_error import (
+    HTTP_BAD_REQUEST,
+    HTTP_FORBIDDEN,
+    HTTP_NOT_FOUND,
+    PRECONDITION_CODE_PropfindFiniteDepth,
+    DAVError,
+)
+from wsgidav.dav_provider import DAVProvider
+
+from davbox.access import MailboxAccess
+from davbox.dav.resources import MailboxFile, MailboxFolder, RootCollection
+from davbox.policies.base import AccessRequest, Operation, Principal
+from davbox.policies.engine import PolicyEngine
+from davbox.providers.storage.filesystem import FilesystemStorage
+
+Location = tuple[MailboxAccess, str, Path]
+
+
+class MailboxProvider(DAVProvider):
+    def __init__(
+        self, storage: FilesystemStorage, engine: PolicyEngine, *, block_size: int
+    ) -> None:
+        super().__init__()
+        self.storage = storage
+        self.engine = engine
+        self.block_size = block_size
+
+    def __repr__(self) -> str:
+        return "MailboxProvider"
+
+    def is_readonly(self) -> bool:
+        return False
+
+    # --- resolution -----------------------------------------------------------
+
+    @staticmethod
+    def mailboxes(environ: dict[str, Any]) -> dict[str, MailboxAccess]:
+        return environ.get("davbox.mailboxes") or {}
+
+    def _resolve(self, path: str, environ: dict[str, Any]) -> Location | None:
+        """Map ``/<mailbox>/<rel>`` to (mailbox, rel, file path); None if not visible."""
+        parts = [p for p in path.split("/") if p]
+        box = self.mailboxes(environ).get(parts[0]) if parts else None
+        if box is None or any(p in (".", "..") or "\x00" in p for p in parts):
+            return None
+        rel = "/" + "/".join(parts[1:])
+        return box, rel, self.storage.mailbox_dir(box.storage_key).joinpath(*parts[1:])
+
+    def get_resource_inst(self, path: str, environ: dict[str, Any]) -> Any:
+        self._count_get_resource_inst += 1
+        if path.strip("/") == "":
+            return RootCollection(environ)
+        location = self._resolve(path, environ)
+        if location is None:
+            return None
+        box, rel, fs_path = location
+        try:
+            st = os.lstat(fs_path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            if exc.errno == 36:  # ENAMETOOLONG
+                return None
+            raise
+        if stat.S_ISDIR(st.st_mode):
+            return MailboxFolder(path, environ, box, rel, fs_path, st)
+        if stat.S_ISREG(st.st_mode):
+            return MailboxFile(path, environ, box, rel, fs_path, st)
+        return None  # symlinks, sockets, devices are never served
+
+    def locate(self, path: str, environ: dict[str, Any]) -> Location:
+        """Resolve a COPY/MOVE destination (as WsgiDAV hands it over) or refuse it."""
+        location = self._resolve(path, environ)
+        if location is None:
+            raise DAVError(HTTP_FORBIDDEN, "the destination must be inside one of your mailboxes")
+        self.check_name(location[1].rpartition("/")[2] or location[0].name)
+        return location
+
+    @staticmethod
+    def check_name(name: str) -> None:
+        """Refuse names no desktop client can handle (400 with the reason)."""
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+            raise DAVError(HTTP_BAD_REQUEST, "file names may not contain control characters")
+        if name.endswith((".", " ")):
+            raise DAVError(HTTP_BAD_REQUEST, "file names may not end with a dot or a space")
+        if len(name.encode("utf-8")) > 255:
+            raise DAVError(HTTP_BAD_REQUEST, "file names may have at most 255 bytes")
+        if unicodedata.normalize("NFC", name) != name:
+            raise DAVError(HTTP_BAD_REQUEST, "file names must be in Unicode NFC form")
+
+    # --- authorization seam ---------------------------------------------------
+
+    def _request(
+        self, environ: dict[str, Any], box: MailboxAccess, rel: str, op: Operation, size: int | None
+    ) -> AccessRequest:
+        principal: Principal = environ["davbox.principal"]
+        return AccessRequest(principal, box.name, rel, op, box.roles, size)
+
+    def authorize(
+        self,
+        environ: dict[str, Any],
+        box: MailboxAccess,
+        rel: str,
+        op: Operation,
+        size: int | None = None,
+    ) -> None:
+        decision = self.engine.check(self._request(environ, box, rel, op, size))
+        if not decision.allowed:
+            raise DAVError(decision.status, decision.reason)
+
+    def may(self, environ: dict[str, Any], box: MailboxAccess, rel: str, op: Operation) -> bool:
+        return self.engine.check(self._request(environ, box, rel, op, None)).allowed
+
+    # --- state that follows the bytes -----------------------------------------
+
+    def forget_tree(self, path: str) -> None:
+        if self.prop_manager:
+            self.prop_manager.remove_tree(path)
+        if self.lock_manager:
+            self.lock_manager.remove_all_locks_from_url(path, recursive=True)
+
+    def moved_tree(self, src: str, dest: str) -> None:
+        if self.prop_manager:
+            self.prop_manager.move_tree(src, dest)
+        if self.lock_manager:
+            self.lock_manager.remove_all_locks_from_url(src, recursive=True)
+
+    def copied_tree(self, src: str, dest: str, *, with_children: bool) -> None:
+        if self.prop_manager:
+            if with_children:
+                self.prop_manager.copy_tree(src, dest)
+            else:
+                self.prop_manager.copy_properties(src, dest)
+
+    # --- request-level checks -------------------------------------------------
+
+    def custom_request_handler(
+        self,
+        environ: dict[str, Any],
+        start_response: Callable[..., Any],
+        default_handler: Callable[..., Iterable[bytes]],
+    ) -> Iterable[bytes]:
+        method = environ["REQUEST_METHOD"]
+        path = environ["PATH_INFO"]
+        if method == "PROPFIND" and environ.get("HTTP_DEPTH", "infinity").lower() not in (
+            "0",
+            "1",
+        ):
+            raise DAVError(
+                HTTP_FORBIDDEN,
+                "PROPFIND with Depth: infinity is not supported; use Depth 0 or 1",
+                err_condition=PRECONDITION_CODE_PropfindFiniteDepth,
+            )
+        location = self._resolve(path, environ) if path.strip("/") else None
+        if location is not None:
+            box, rel, fs_path = location
+            self._gate(environ, method, box, rel, fs_path)
+        if method in ("COPY", "MOVE"):
+            start_response = _created_when_new(environ, start_response)
+        return default_handler(environ, start_response)
+
+    def _gate(
+        self, environ: dict[str, Any], method: str, box: MailboxAccess, rel: str, fs_path: Path
+    ) -> None:
+        lists = self.may(environ, box, rel, Operation.LIST)
+        if method in ("GET", "HEAD") and rel != "/":
+            if not lists:
+                raise DAVError(HTTP_NOT_FOUND)
+            self.authorize(environ, box, rel, Operation.READ)
+        elif method == "PROPFIND" and rel != "/" and not lists:
+            raise DAVError(HTTP_NOT_FOUND)
+        elif method == "LOCK" and os.path.lexists(fs_path) and not _is_refresh(environ):
+            if not self.may(environ, box, rel, Operation.LOCK) and not lists:
+                raise DAVError(HTTP_NOT_FOUND)
+            self.authorize(environ, box, rel, Operation.LOCK)
+
+
+def _is_refresh(environ: dict[str, Any]) -> bool:
+    """A LOCK without body that names a lock token refreshes an existing lock."""
+    return util.get_content_length(environ) == 0 and "HTTP_IF" in environ
+
+
+def _created_when_new(
+    environ: dict[str, Any], start_response: Callable[..., Any]
+) -> Callable[..., Any]:
+    """WsgiDAV answers natively handled COPY/MOVE with 204; RFC 4918 wants 201 for new targets."""
+
+    def wrapped(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        if status.startswith("204") and environ.get("davbox.created"):
+            status = "201 Created"
+        return start_response(status, headers, exc_info)
+
+    return wrapped

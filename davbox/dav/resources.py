@@ -1,0 +1,375 @@
+"""DAV resources: the virtual root, mailbox folders and files.
+
+Contract: every resource method that reads or changes data asks the policy
+engine first (through ``provider.authorize``), once per affected item for
+recursive operations, and raises ``DAVError`` with a readable reason when
+refused. Writes go through ``FilesystemStorage`` so nothing partial is ever
+visible and an overwrite keeps the old version until the new one is complete.
+Recursive MOVE, COPY and DELETE are done natively (``handle_*``) so that
+overwriting a destination is a swap, never delete-then-copy.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from wsgidav import util
+from wsgidav.dav_error import (
+    HTTP_BAD_REQUEST,
+    HTTP_FORBIDDEN,
+    HTTP_INSUFFICIENT_STORAGE,
+    DAVError,
+)
+from wsgidav.dav_provider import DAVCollection, DAVNonCollection
+
+from davbox.access import MailboxAccess
+from davbox.policies.base import Operation
+from davbox.providers.storage.filesystem import AtomicWriter, LengthMismatch, StorageFull
+
+if TYPE_CHECKING:
+    from davbox.dav.provider import MailboxProvider
+
+
+def storage_error(exc: Exception) -> DAVError:
+    if isinstance(exc, StorageFull):
+        return DAVError(
+            HTTP_INSUFFICIENT_STORAGE, "not enough storage space; nothing was changed"
+        )
+    if isinstance(exc, LengthMismatch):
+        return DAVError(
+            HTTP_BAD_REQUEST,
+            f"the request body ended after {exc.received} of {exc.expected} announced bytes;"
+            " nothing was stored",
+        )
+    raise exc
+
+
+class RootCollection(DAVCollection):
+    """``/``: lists the caller's mailboxes; read-only (admins create mailboxes)."""
+
+    provider: MailboxProvider
+
+    def __init__(self, environ: dict[str, Any]) -> None:
+        super().__init__("/", environ)
+
+    def get_display_name(self) -> str:
+        return ""
+
+    def get_member_names(self) -> list[str]:
+        return sorted(self.provider.mailboxes(self.environ))
+
+    def get_member(self, name: str) -> Any:
+        return self.provider.get_resource_inst(util.join_uri("/", name), self.environ)
+
+    def get_etag(self) -> None:
+        return None
+
+    def get_last_modified(self) -> None:
+        return None
+
+    def get_creation_date(self) -> None:
+        return None
+
+    def _refuse(self, *_args: Any, **_kwargs: Any) -> Any:
+        raise DAVError(
+            HTTP_FORBIDDEN,
+            "the top level only lists your mailboxes; put files and folders inside a mailbox",
+        )
+
+    create_empty_resource = create_collection = delete = _refuse
+    handle_delete = handle_move = _refuse
+
+    def handle_copy(self, dest_path: str, *, depth_infinity: bool) -> Any:
+        return self._refuse()
+
+    def set_property_value(self, name: str, value: Any, dry_run: bool = False) -> None:
+        self._refuse()
+
+    def support_recursive_delete(self) -> bool:
+        return True
+
+
+class _Stored:
+    """What files and folders of a mailbox share: location, checks, native operations."""
+
+    provider: MailboxProvider
+    environ: dict[str, Any]
+    path: str
+
+    def _init_stored(self, box: MailboxAccess, rel: str, fs_path: Path, st: os.stat_result | None):
+        self.box = box
+        self.rel = rel  # path inside the mailbox, "/" for its top folder
+        self.fs_path = fs_path
+        self.st = st
+
+    def authorize(self, op: Operation, rel: str | None = None, size: int | None = None) -> None:
+        self.provider.authorize(self.environ, self.box, rel or self.rel, op, size)
+
+    def _walk(self) -> list[tuple[str, bool]]:
+        """(rel path, is folder) for this item and everything below it, top-down."""
+        is_dir = self.st is not None and stat.S_ISDIR(self.st.st_mode)
+        items = [(self.rel, is_dir)]
+        if is_dir:
+            base_rel = self.rel.rstrip("/")
+            for folder, dirs, files in os.walk(self.fs_path):
+                sub = Path(folder).relative_to(self.fs_path).as_posix()
+                prefix = base_rel if sub == "." else f"{base_rel}/{sub}"
+                items += [(f"{prefix}/{name}", True) for name in sorted(dirs)]
+                items += [(f"{prefix}/{name}", False) for name in sorted(files)]
+        return items
+
+    def _refuse_top(self, what: str) -> None:
+        if self.rel == "/":
+            raise DAVError(
+                HTTP_FORBIDDEN,
+                f"a mailbox's top folder cannot be {what}; administrators manage mailboxes",
+            )
+
+    def _authorize_tree(self, op: Operation) -> list[tuple[str, bool]]:
+        items = self._walk()
+        for rel, _is_dir in items:
+            self.authorize(op, rel)
+        return items
+
+    def _authorize_destination(self, items: list[tuple[str, bool]], dest: Any) -> None:
+        """Check every item as it will arrive under ``dest`` (a resolved location)."""
+        dest_box, dest_rel, dest_fs = dest
+        if dest_rel == "/":
+            raise DAVError(HTTP_FORBIDDEN, "a mailbox's top folder cannot be replaced")
+        for rel, is_dir in items:
+            suffix = "" if rel == self.rel else rel[len(self.rel.rstrip("/")) :]
+            target_rel = dest_rel.rstrip("/") + suffix if suffix else dest_rel
+            target_fs = dest_fs / suffix.lstrip("/") if suffix else dest_fs
+            if is_dir:
+                op = Operation.MKCOL
+            elif target_fs.is_file():
+                op = Operation.OVERWRITE
+            else:
+                op = Operation.CREATE
+            self.provider.authorize(self.environ, dest_box, target_rel, op, None)
+
+    def handle_delete(self) -> bool:
+        self._refuse_top("deleted")
+        self._authorize_tree(Operation.DELETE)
+        self.provider.storage.delete(self.fs_path)
+        self.provider.forget_tree(self.path)
+        return True
+
+    def delete(self) -> None:
+        self.handle_delete()
+
+    def handle_move(self, dest_path: str) -> bool:
+        self._refuse_top("moved")
+        dest = self.provider.locate(dest_path, self.environ)
+        items = self._authorize_tree(Operation.MOVE)
+        self._authorize_destination(items, dest)
+        existed = dest[2].exists()
+        try:
+            self.provider.storage.replace_tree(self.fs_path, dest[2])
+        except OSError as exc:
+            raise storage_error(exc) from exc
+        self.provider.moved_tree(self.path, dest_path)
+        self.environ["davbox.created"] = not existed
+        return True
+
+    def handle_copy(self, dest_path: str, *, depth_infinity: bool) -> bool:
+        dest = self.provider.locate(dest_path, self.environ)
+        items = self._walk() if depth_infinity else self._walk()[:1]
+        for rel, is_dir in items:
+            self.authorize(Operation.LIST if is_dir else Operation.READ, rel)
+        self._authorize_destination(items, dest)
+        existed = dest[2].exists()
+        storage = self.provider.storage
+        try:
+            if items[0][1] and depth_infinity:
+                storage.copy_tree(self.fs_path, dest[2])
+            elif items[0][1]:
+                staging = storage.temp_path("copy")
+                staging.mkdir()
+                storage.replace_tree(staging, dest[2])
+            else:
+                if dest[2].is_dir():
+                    storage.delete(dest[2])
+                storage.copy_file(self.fs_path, dest[2], self.provider.block_size)
+        except (OSError, StorageFull) as exc:
+            raise storage_error(exc) from exc
+        self.provider.copied_tree(self.path, dest_path, with_children=depth_infinity)
+        self.environ["davbox.created"] = not existed
+        return True
+
+    def set_property_value(self, name: str, value: Any, dry_run: bool = False) -> None:
+        self.authorize(Operation.PROPPATCH)
+        super().set_property_value(name, value, dry_run=dry_run)  # type: ignore[misc]
+
+    def support_recursive_delete(self) -> bool:
+        return True
+
+    def support_recursive_move(self, dest_path: str) -> bool:
+        return True
+
+    def is_link(self) -> bool:
+        return False
+
+    def get_creation_date(self) -> float | None:
+        return self.st.st_ctime if self.st else None
+
+    def get_last_modified(self) -> float | None:
+        return self.st.st_mtime if self.st else None
+
+
+class MailboxFolder(_Stored, DAVCollection):
+    def __init__(
+        self, path: str, environ: dict[str, Any], box: MailboxAccess, rel: str, fs_path: Path,
+        st: os.stat_result,
+    ) -> None:
+        DAVCollection.__init__(self, path, environ)
+        self._init_stored(box, rel, fs_path, st)
+
+    def get_display_name(self) -> str:
+        return self.box.name if self.rel == "/" else self.name
+
+    def get_etag(self) -> None:
+        return None
+
+    def get_member_names(self) -> list[str]:
+        if not self.provider.may(self.environ, self.box, self.rel, Operation.LIST):
+            return []
+        names = []
+        with os.scandir(self.fs_path) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False) or entry.is_file(follow_symlinks=False):
+                    names.append(entry.name)
+        return sorted(names)
+
+    def get_member(self, name: str) -> Any:
+        return self.provider.get_resource_inst(util.join_uri(self.path, name), self.environ)
+
+    def create_empty_resource(self, name: str) -> MailboxFile:
+        rel = util.join_uri(self.rel, name)
+        path = util.join_uri(self.path, name)
+        self.provider.check_name(name)
+        self.authorize(Operation.CREATE, rel)
+        fs_path = self.fs_path / name
+        if self.environ.get("REQUEST_METHOD") == "PUT":
+            # The upload itself creates the file, atomically, in begin_write().
+            return MailboxFile(path, self.environ, self.box, rel, fs_path, None)
+        try:
+            self.provider.storage.create_empty(fs_path)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise storage_error(exc) from exc
+        return MailboxFile(path, self.environ, self.box, rel, fs_path, fs_path.stat())
+
+    def create_collection(self, name: str) -> None:
+        self.provider.check_name(name)
+        self.authorize(Operation.MKCOL, util.join_uri(self.rel, name))
+        try:
+            (self.fs_path / name).mkdir()
+        except OSError as exc:
+            raise storage_error(exc) from exc
+
+    def get_used_bytes(self) -> int:
+        return 0
+
+    def get_available_bytes(self) -> None:
+        return None
+
+
+class MailboxFile(_Stored, DAVNonCollection):
+    def __init__(
+        self, path: str, environ: dict[str, Any], box: MailboxAccess, rel: str, fs_path: Path,
+        st: os.stat_result | None,
+    ) -> None:
+        DAVNonCollection.__init__(self, path, environ)
+        self._init_stored(box, rel, fs_path, st)
+        self._writer: AtomicWriter | None = None
+
+    def get_content_length(self) -> int:
+        return self.st.st_size if self.st else 0
+
+    def get_content_type(self) -> str:
+        return util.guess_mime_type(self.path, self.environ["wsgidav.config"])
+
+    def get_display_name(self) -> str:
+        return self.name
+
+    def get_etag(self) -> str | None:
+        st = self.st
+        if st is None:
+            return None
+        return f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
+
+    def support_etag(self) -> bool:
+        return True
+
+    def support_ranges(self) -> bool:
+        return True
+
+    def get_content(self) -> Any:
+        self.authorize(Operation.READ)
+        return open(self.fs_path, "rb", buffering=0)  # noqa: SIM115 (WsgiDAV closes it)
+
+    def begin_write(self, *, content_type: str | None = None) -> AtomicWriter:
+        if self.st is None:
+            self.authorize(Operation.CREATE)
+        elif not self._own_lock_placeholder():
+            self.authorize(Operation.OVERWRITE)
+        expected = self.environ.get("CONTENT_LENGTH") or None
+        try:
+            self._writer = self.provider.storage.writer(
+                self.fs_path, int(expected) if expected is not None else None
+            )
+        except OSError as exc:
+            raise storage_error(exc) from exc
+        return _DavSink(self._writer)
+
+    def end_write(self, *, with_errors: bool) -> None:
+        writer = self._writer
+        self._writer = None
+        if writer is None:
+            return
+        if with_errors or not writer.committed:
+            writer.abort()
+            return
+        self.st = self.fs_path.stat()
+
+    def _own_lock_placeholder(self) -> bool:
+        """A zero-byte file this caller created by LOCK and still holds the lock on.
+
+        Explorer and Finder create files with LOCK, then PUT, then UNLOCK; a
+        principal who may only create files must be allowed that PUT.
+        """
+        if self.st is None or self.st.st_size != 0:
+            return False
+        lock_manager = self.provider.lock_manager
+        if lock_manager is None:
+            return False
+        tokens = set(self.environ.get("wsgidav.ifLockTokenList") or [])
+        user = self.environ.get("wsgidav.user_name")
+        for lock in lock_manager.get_url_lock_list(self.get_ref_url()):
+            if lock["token"] in tokens and lock["principal"] == user:
+                return True
+        return False
+
+
+class _DavSink:
+    """Adapts AtomicWriter to the sink WsgiDAV writes to: storage errors become DAV errors."""
+
+    def __init__(self, writer: AtomicWriter) -> None:
+        self.writer = writer
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.writer.write(data)
+        except StorageFull as exc:
+            raise storage_error(exc) from exc
+
+    def close(self) -> None:
+        try:
+            self.writer.commit()
+        except (StorageFull, LengthMismatch) as exc:
+            raise storage_error(exc) from exc

@@ -1,0 +1,167 @@
+"""SQLAlchemy 2 models: accounts, groups, mailboxes, memberships, DAV state.
+
+Contract: the schema is created and changed only by the Alembic migrations in
+``davbox/db/migrations``; a test checks that models and migrations agree.
+Names (users, groups, mailboxes) are unique and compared exactly.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Role(enum.StrEnum):
+    """A member's role in a mailbox; see ``davbox.access`` for what each may do."""
+
+    MANAGER = "manager"
+    MEMBER = "member"
+    READER = "reader"
+    DROPPER = "dropper"
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    display_name: Mapped[str] = mapped_column(String(256), default="")
+    email: Mapped[str | None] = mapped_column(String(320))
+    password_hash: Mapped[str | None] = mapped_column(String(256))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    groups: Mapped[list[Group]] = relationship(
+        secondary="group_members", back_populates="members", order_by="Group.name"
+    )
+
+
+class Group(Base):
+    __tablename__ = "groups"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    members: Mapped[list[User]] = relationship(
+        secondary="group_members", back_populates="groups", order_by="User.name"
+    )
+
+
+class GroupMember(Base):
+    __tablename__ = "group_members"
+
+    group_id: Mapped[int] = mapped_column(
+        ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class Mailbox(Base):
+    __tablename__ = "mailboxes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    description: Mapped[str] = mapped_column(String(1024), default="")
+    # Folder name under the storage root: random, so a re-created mailbox of
+    # the same name never sees an old folder.
+    storage_key: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    grants: Mapped[list[MailboxGrant]] = relationship(
+        back_populates="mailbox", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class MailboxGrant(Base):
+    """A user's or a group's role in a mailbox (exactly one of the two is set)."""
+
+    __tablename__ = "mailbox_grants"
+    __table_args__ = (
+        UniqueConstraint("mailbox_id", "user_id", name="uq_grant_user"),
+        UniqueConstraint("mailbox_id", "group_id", name="uq_grant_group"),
+        CheckConstraint(
+            "(user_id IS NULL) <> (group_id IS NULL)", name="ck_grant_one_principal"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    group_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"))
+    role: Mapped[Role] = mapped_column(
+        Enum(Role, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e])
+    )
+
+    mailbox: Mapped[Mailbox] = relationship(back_populates="grants")
+    user: Mapped[User | None] = relationship()
+    group: Mapped[Group | None] = relationship()
+
+
+class DeadProperty(Base):
+    """A WebDAV dead property, keyed by the resource's canonical path."""
+
+    __tablename__ = "dav_properties"
+    __table_args__ = (
+        UniqueConstraint("path", "name", name="uq_property"),
+        Index("ix_property_parent", "parent"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(String(4096))
+    parent: Mapped[str] = mapped_column(String(4096))
+    name: Mapped[str] = mapped_column(String(1024))
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class DavLock(Base):
+    """A WebDAV lock as WsgiDAV's lock manager describes it."""
+
+    __tablename__ = "dav_locks"
+    __table_args__ = (Index("ix_lock_root", "root"),)
+
+    token: Mapped[str] = mapped_column(String(128), primary_key=True)
+    root: Mapped[str] = mapped_column(String(4096))
+    principal: Mapped[str] = mapped_column(String(256))
+    scope: Mapped[str] = mapped_column(String(16))
+    type: Mapped[str] = mapped_column(String(16))
+    depth: Mapped[str] = mapped_column(String(16))
+    owner: Mapped[bytes] = mapped_column(LargeBinary)
+    timeout: Mapped[float] = mapped_column(Float)
+    expire: Mapped[float] = mapped_column(Float)
+
+
+class Setting(Base):
+    """Server-wide state kept in the database (secrets, change counters)."""
+
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,119 @@
+"""The one place that maps URL prefixes to apps, and the outermost safety net.
+
+Contract:
+- Request paths must be UTF-8 without control characters (else 400); they are
+  normalised to Unicode NFC before any app sees them, so NFD names from macOS
+  and NFC names from Windows address the same file.
+- ``OPTIONS /`` and ``OPTIONS *`` answer ``DAV: 1,2`` and ``MS-Author-Via: DAV``
+  (Windows probes the server root before mapping a drive).
+- ``/dav/...`` goes to the WebDAV app with ``SCRIPT_NAME=/dav``; ``/`` is the
+  start page; everything else is 404.
+- Reason phrases are always the standard ones (WsgiDAV says "Status" for some).
+- An exception that escapes an app is logged and answered 500 with a request
+  id, never a traceback. With ``access_log`` on, one line per request is
+  logged: client, user, method, path, status, duration (no query, no secrets).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from davbox.dav.errors import status_line
+
+_log = logging.getLogger("davbox.access")
+_err = logging.getLogger("davbox.errors")
+
+App = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+DAV_PREFIX = "/dav"
+
+
+class Dispatcher:
+    def __init__(self, dav_app: App, start_page: App, *, access_log: bool = True) -> None:
+        self.dav_app = dav_app
+        self.start_page = start_page
+        self.access_log = access_log
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterator[bytes]:
+        started = time.monotonic()
+        outcome: dict[str, Any] = {"status": "-"}
+
+        def recording_start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Any:
+            code = int(status[:3])
+            if status[4:].strip() in ("", "Status"):
+                status = status_line(code)
+            outcome["status"] = code
+            return start_response(status, headers, exc_info)
+
+        try:
+            yield from self._route(environ, recording_start_response)
+        except Exception:
+            request_id = environ.setdefault("davbox.request_id", secrets.token_hex(6))
+            _err.exception("request %s failed", request_id)
+            if outcome["status"] == "-":
+                body = f"500 Internal Server Error (request id {request_id})\n".encode()
+                recording_start_response(
+                    "500 Internal Server Error",
+                    [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
+                )
+                yield body
+        finally:
+            if self.access_log:
+                _log.info(
+                    '%s %s "%s %s" %s %.1fms',
+                    environ.get("REMOTE_ADDR", "-"),
+                    environ.get("wsgidav.auth.user_name", "-"),
+                    environ.get("REQUEST_METHOD"),
+                    environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),
+                    outcome["status"],
+                    (time.monotonic() - started) * 1000,
+                )
+
+    def _route(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        try:
+            path = environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            return _plain(start_response, 400, "the request path is not valid UTF-8")
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in path):
+            return _plain(start_response, 400, "the request path contains control characters")
+        path = unicodedata.normalize("NFC", path)
+        environ["PATH_INFO"] = path.encode("utf-8").decode("latin-1")
+        method = environ.get("REQUEST_METHOD", "")
+
+        if method == "OPTIONS" and path in ("/", "*", ""):
+            return _server_options(start_response)
+        if path == DAV_PREFIX or path.startswith(DAV_PREFIX + "/"):
+            environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "").rstrip("/") + DAV_PREFIX
+            environ["PATH_INFO"] = environ["PATH_INFO"][len(DAV_PREFIX) :] or "/"
+            return self.dav_app(environ, start_response)
+        if path == "/" and method in ("GET", "HEAD"):
+            return self.start_page(environ, start_response)
+        return _plain(start_response, 404, "nothing here; WebDAV is served under /dav/")
+
+
+def _plain(start_response: Callable[..., Any], code: int, reason: str) -> list[bytes]:
+    body = f"{status_line(code)}: {reason}\n".encode()
+    start_response(
+        status_line(code),
+        [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
+    )
+    return [body]
+
+
+def _server_options(start_response: Callable[..., Any]) -> list[bytes]:
+    start_response(
+        "200 OK",
+        [
+            ("DAV", "1, 2"),
+            ("MS-Author-Via", "DAV"),
+            ("Allow", "OPTIONS, GET, HEAD, PROPFIND"),
+            ("Content-Length", "0"),
+        ],
+    )
+    return [b""]

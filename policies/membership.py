@@ -1,0 +1,59 @@
+"""Membership rules: what each mailbox role may do. Always active; the base of access.
+
+Roles (a principal with several roles in one mailbox gets the union of rights):
+
+==========  ==================================================================
+manager     everything a member may, plus managing members and shares
+member      read, list, create, overwrite, delete, move, mkcol, lock, proppatch
+reader      read and list
+dropper     create new files (and LOCK them while creating); sees no names
+==========  ==================================================================
+
+Non-members never reach this check: the provider answers 404 for a mailbox the
+caller has no role in, so its name is not revealed.
+"""
+
+from __future__ import annotations
+
+from davbox.policies.base import AccessRequest, Decision, Operation, Policy
+
+_ALL = frozenset(Operation)
+RIGHTS: dict[str, frozenset[Operation]] = {
+    "manager": _ALL,
+    "member": _ALL,
+    "reader": frozenset({Operation.READ, Operation.LIST}),
+    "dropper": frozenset({Operation.CREATE}),
+}
+
+_VERBS = {
+    Operation.READ: "read files",
+    Operation.LIST: "see the contents",
+    Operation.CREATE: "add files",
+    Operation.OVERWRITE: "replace files",
+    Operation.DELETE: "delete",
+    Operation.MOVE: "move or rename",
+    Operation.MKCOL: "create folders",
+    Operation.LOCK: "lock files",
+    Operation.PROPPATCH: "change properties",
+}
+
+
+def rights_of(roles: frozenset[str]) -> frozenset[Operation]:
+    rights: frozenset[Operation] = frozenset()
+    for role in roles:
+        rights |= RIGHTS.get(role, frozenset())
+    return rights
+
+
+class MembershipPolicy(Policy):
+    name = "membership"
+
+    def check(self, request: AccessRequest) -> Decision:
+        if request.operation in rights_of(request.roles):
+            return Decision.allow()
+        roles = ", ".join(sorted(request.roles)) or "none"
+        return Decision.deny(
+            f"your role in mailbox '{request.mailbox}' ({roles}) does not allow you to "
+            f"{_VERBS[request.operation]}",
+            rule="membership",
+        )

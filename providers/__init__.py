@@ -1,0 +1,1 @@
+"""Providers: where identities come from (``identity``) and where bytes live (``storage``)."""

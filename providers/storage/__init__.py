@@ -1,0 +1,1 @@
+"""Storage providers: where mailbox bytes live. The built-in one is ``filesystem``."""

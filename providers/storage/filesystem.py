@@ -1,0 +1,229 @@
+"""Mailbox folders on a local filesystem, with writes that never lose a byte.
+
+Layout under the storage root::
+
+    mailboxes/<storage_key>/...   one folder per mailbox (key from the database)
+    tmp/                          uploads and copies in progress, trash being removed
+
+Guarantees:
+- ``AtomicWriter`` writes to a temp file in ``tmp/`` (same filesystem), counts
+  the bytes, and on ``commit()`` checks the count against the expected length,
+  fsyncs, ``os.replace``-s the temp onto the target and fsyncs the folder. Until
+  then the previous version is untouched; on any failure ``abort()`` removes the
+  temp. Concurrent writers to one path each commit whole files; the last
+  rename wins.
+- Disk full, quota (EDQUOT) and file-size limits (EFBIG) raise ``StorageFull``;
+  a body shorter or longer than announced raises ``LengthMismatch``.
+- ``sweep_temps()`` (at start) removes temps whose writer process is gone.
+- Replacing an existing folder (MOVE/COPY with overwrite) first renames the old
+  one into ``tmp/`` and removes it only after the new one is in place.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import secrets
+import shutil
+import socket
+import time
+from pathlib import Path
+
+_log = logging.getLogger("davbox.storage")
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_HOST = socket.gethostname().replace(".", "_")
+
+
+class StorageFull(Exception):
+    """No room to store the data (disk full, quota or file-size limit)."""
+
+
+class LengthMismatch(Exception):
+    def __init__(self, received: int, expected: int) -> None:
+        super().__init__(f"received {received} of {expected} announced bytes")
+        self.received = received
+        self.expected = expected
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FilesystemStorage:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.mailboxes = self.root / "mailboxes"
+        self.tmp = self.root / "tmp"
+        self.mailboxes.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    def mailbox_dir(self, storage_key: str) -> Path:
+        """The mailbox's folder (created on first use)."""
+        path = self.mailboxes / storage_key
+        if not path.is_dir():
+            path.mkdir(exist_ok=True)
+        return path
+
+    def remove_mailbox(self, storage_key: str) -> None:
+        path = self.mailboxes / storage_key
+        if path.exists():
+            trash = self.temp_path("trash")
+            os.rename(path, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+
+    def temp_path(self, kind: str) -> Path:
+        """A fresh name in tmp/ that records which process made it."""
+        return self.tmp / f"{_HOST}.{os.getpid()}.{secrets.token_hex(8)}.{kind}"
+
+    def sweep_temps(self, max_age: float = 86400.0) -> int:
+        """Remove temps left by dead processes of this host, and any older than ``max_age``."""
+        removed = 0
+        now = time.time()
+        for entry in self.tmp.iterdir():
+            host, _, rest = entry.name.partition(".")
+            pid_text = rest.partition(".")[0]
+            stale = False
+            if host == _HOST and pid_text.isdigit():
+                stale = not _pid_alive(int(pid_text))
+            try:
+                stale = stale or now - entry.lstat().st_mtime > max_age
+            except FileNotFoundError:
+                continue
+            if stale:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+                removed += 1
+        if removed:
+            _log.info("removed %d unfinished upload(s) left by an earlier run", removed)
+        return removed
+
+    def writer(self, target: Path, expected_length: int | None) -> AtomicWriter:
+        return AtomicWriter(self.temp_path("part"), target, expected_length)
+
+    def create_empty(self, target: Path) -> None:
+        """Create a zero-byte file (LOCK on an unmapped URL); FileExistsError if taken."""
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+
+    def copy_file(self, source: Path, target: Path, block_size: int) -> None:
+        """Copy atomically: the target is replaced only by a complete copy."""
+        writer = self.writer(target, None)
+        try:
+            with open(source, "rb") as src:
+                while chunk := src.read(block_size):
+                    writer.write(chunk)
+            writer.commit()
+            shutil.copystat(source, target)
+        except BaseException:
+            writer.abort()
+            raise
+
+    def copy_tree(self, source: Path, target: Path) -> None:
+        """Copy a folder tree; an existing target is swapped out only when the copy is whole."""
+        staging = self.temp_path("copy")
+        try:
+            shutil.copytree(source, staging, symlinks=False)
+        except OSError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            _raise_full(exc)
+            raise
+        self.replace_tree(staging, target)
+
+    def replace_tree(self, source: Path, target: Path) -> None:
+        """Put ``source`` (file or folder) at ``target``; an old target is removed last."""
+        if target.is_dir() and not target.is_symlink():
+            trash = self.temp_path("trash")
+            os.rename(target, trash)
+            try:
+                os.rename(source, target)
+            except BaseException:
+                os.rename(trash, target)
+                raise
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(source, target)
+        _fsync_dir(target.parent)
+
+    def delete(self, target: Path) -> None:
+        if target.is_dir() and not target.is_symlink():
+            trash = self.temp_path("trash")
+            os.rename(target, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            target.unlink()
+        _fsync_dir(target.parent)
+
+
+class AtomicWriter:
+    """A file-like sink that becomes visible at ``target`` only when ``commit()`` succeeds."""
+
+    def __init__(self, temp: Path, target: Path, expected_length: int | None) -> None:
+        self.temp = temp
+        self.target = target
+        self.expected_length = expected_length
+        self.received = 0
+        self.committed = False
+        self._file = open(temp, "xb", buffering=0)  # noqa: SIM115 (closed in commit/abort)
+
+    def write(self, data: bytes) -> int:
+        self.received += len(data)
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            _raise_full(exc)
+            raise
+        return len(data)
+
+    def writelines(self, chunks: object) -> None:
+        for chunk in chunks:  # type: ignore[attr-defined]
+            self.write(chunk)
+
+    def commit(self) -> None:
+        if self.committed:
+            return
+        if self.expected_length is not None and self.received != self.expected_length:
+            raise LengthMismatch(self.received, self.expected_length)
+        try:
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.replace(self.temp, self.target)
+            _fsync_dir(self.target.parent)
+        except OSError as exc:
+            _raise_full(exc)
+            raise
+        self.committed = True
+
+    def close(self) -> None:
+        """WsgiDAV closes the sink after the last block: that is the commit point."""
+        self.commit()
+
+    def abort(self) -> None:
+        if self.committed:
+            return
+        try:
+            self._file.close()
+        except OSError:
+            pass
+        self.temp.unlink(missing_ok=True)
+
+
+def _raise_full(exc: OSError) -> None:
+    if exc.errno in _FULL_ERRNOS:
+        raise StorageFull(os.strerror(exc.errno or errno.ENOSPC)) from exc
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
