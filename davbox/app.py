@@ -20,7 +20,7 @@ from davbox.admin_ui import StartPage
 from davbox.access import AccessService
 from davbox.config import Settings
 from davbox.dav.authn import BasicAuthMiddleware
-from davbox.dav.errors import DavErrorMiddleware
+from davbox.dav.errors import DavErrorMiddleware, install_response_pages
 from davbox.dav.locks import SqlLockStorage
 from davbox.dav.props import SqlPropertyManager
 from davbox.dav.provider import MailboxProvider
@@ -83,6 +83,7 @@ class Runtime:
 
     def wsgi_app(self) -> Dispatcher:
         logging.getLogger("wsgidav").setLevel(logging.ERROR)
+        install_response_pages()
         dav = WsgiDAVApp(self.dav_config())
         authenticated = BasicAuthMiddleware(dav, self.access, self.settings.auth.realm)
         return Dispatcher(

@@ -31,21 +31,40 @@ def status_line(code: int) -> str:
         return f"{code} Error"
 
 
-def error_response(error: DAVError) -> tuple[str, list[tuple[str, str]], bytes]:
-    """(status, headers, body) for a DAVError, with a reason a person understands."""
+def response_page(error: DAVError) -> tuple[str, bytes]:
+    """(content type, body) for a DAVError: the DAV precondition XML, or one line of text.
+
+    The body names the status and the reason given where the error was raised;
+    it never contains the source exception (paths, SQL, library internals).
+    """
     code = error.value
     if error.err_condition is not None:
-        body = util.to_bytes(error.err_condition.as_string())
-        content_type = "application/xml; charset=utf-8"
-    else:
-        reason = error.context_info or HTTPStatus(code).description or ""
-        body = f"{status_line(code)}: {reason}\n".encode() if reason else b""
-        content_type = "text/plain; charset=utf-8"
+        return "application/xml; charset=utf-8", util.to_bytes(error.err_condition.as_string())
+    if code < 300:
+        return "text/plain; charset=utf-8", b""
+    reason = error.context_info
+    if not reason:
+        try:
+            reason = HTTPStatus(code).description
+        except ValueError:
+            reason = ""
+    body = f"{status_line(code)}: {reason}\n" if reason else f"{status_line(code)}\n"
+    return "text/plain; charset=utf-8", body.encode()
+
+
+def install_response_pages() -> None:
+    """Make WsgiDAV render every error with ``response_page`` (its own pages leak internals)."""
+    DAVError.get_response_page = response_page  # type: ignore[method-assign]
+
+
+def error_response(error: DAVError) -> tuple[str, list[tuple[str, str]], bytes]:
+    """(status, headers, body) for a DAVError."""
+    if error.value in (304, 204):
+        return status_line(error.value), [("Content-Length", "0")], b""
+    content_type, body = response_page(error)
     headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
     headers += error.add_headers or []
-    if code in (304, 204):
-        return status_line(code), [("Content-Length", "0")], b""
-    return status_line(code), headers, body
+    return status_line(error.value), headers, body
 
 
 class DavErrorMiddleware(BaseMiddleware):
@@ -99,7 +118,12 @@ def _request_id(environ: dict[str, Any]) -> str:
     return environ.setdefault("davbox.request_id", secrets.token_hex(6))
 
 
-def _internal(environ: dict[str, Any], exc: Exception) -> DAVError:
+def internal_error(environ: dict[str, Any], exc: BaseException) -> DAVError:
+    """Log ``exc`` with a request id and return the 500 the client sees (no details)."""
+    return _internal(environ, exc)
+
+
+def _internal(environ: dict[str, Any], exc: BaseException) -> DAVError:
     request_id = _request_id(environ)
     _log.error("request %s failed", request_id, exc_info=exc)
     return DAVError(500, f"internal server error (request id {request_id})")

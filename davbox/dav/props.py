@@ -166,6 +166,6 @@ class SqlPropertyManager:
     @staticmethod
     def _tree(url: str):  # type: ignore[no-untyped-def]
         return or_(
-            DeadProperty.path == url.rstrip("/") or "/",
+            DeadProperty.path == (url.rstrip("/") or "/"),
             DeadProperty.path.like(_like_prefix(url), escape="\\"),
         )

@@ -11,8 +11,11 @@ overwriting a destination is a swap, never delete-then-copy.
 
 from __future__ import annotations
 
+import errno
+import functools
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,11 +29,37 @@ from wsgidav.dav_error import (
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection
 
 from davbox.access import MailboxAccess
+from davbox.dav.errors import internal_error
 from davbox.policies.base import Operation
 from davbox.providers.storage.filesystem import AtomicWriter, LengthMismatch, StorageFull
 
 if TYPE_CHECKING:
     from davbox.dav.provider import MailboxProvider
+
+
+def _native(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a natively handled DELETE/MOVE/COPY; map failures to clean DAV errors.
+
+    WsgiDAV turns any exception raised here into a response without logging it,
+    so unexpected ones are logged (with a request id) before becoming a 500.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except DAVError:
+            raise
+        except (StorageFull, LengthMismatch) as exc:
+            raise storage_error(exc) from exc
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise storage_error(StorageFull(str(exc))) from exc
+            raise internal_error(self.environ, exc) from exc
+        except Exception as exc:
+            raise internal_error(self.environ, exc) from exc
+
+    return wrapper
 
 
 def storage_error(exc: Exception) -> DAVError:
@@ -151,9 +180,25 @@ class _Stored:
                 op = Operation.CREATE
             self.provider.authorize(self.environ, dest_box, target_rel, op, None)
 
+    def _check_locks(self) -> None:
+        """423 if this item or anything below it is locked by someone else.
+
+        WsgiDAV checks only the parent before a native DELETE.
+        """
+        lock_manager = self.provider.lock_manager
+        if lock_manager is not None:
+            lock_manager.check_write_permission(
+                url=self.get_ref_url(),  # type: ignore[attr-defined]
+                depth="infinity",
+                token_list=self.environ.get("wsgidav.ifLockTokenList") or [],
+                principal=self.environ.get("wsgidav.user_name"),
+            )
+
+    @_native
     def handle_delete(self) -> bool:
         self._refuse_top("deleted")
         self._authorize_tree(Operation.DELETE)
+        self._check_locks()
         self.provider.storage.delete(self.fs_path)
         self.provider.forget_tree(self.path)
         return True
@@ -161,20 +206,19 @@ class _Stored:
     def delete(self) -> None:
         self.handle_delete()
 
+    @_native
     def handle_move(self, dest_path: str) -> bool:
         self._refuse_top("moved")
         dest = self.provider.locate(dest_path, self.environ)
         items = self._authorize_tree(Operation.MOVE)
         self._authorize_destination(items, dest)
         existed = dest[2].exists()
-        try:
-            self.provider.storage.replace_tree(self.fs_path, dest[2])
-        except OSError as exc:
-            raise storage_error(exc) from exc
+        self.provider.storage.replace_tree(self.fs_path, dest[2])
         self.provider.moved_tree(self.path, dest_path)
         self.environ["davbox.created"] = not existed
         return True
 
+    @_native
     def handle_copy(self, dest_path: str, *, depth_infinity: bool) -> bool:
         dest = self.provider.locate(dest_path, self.environ)
         items = self._walk() if depth_infinity else self._walk()[:1]
@@ -183,19 +227,16 @@ class _Stored:
         self._authorize_destination(items, dest)
         existed = dest[2].exists()
         storage = self.provider.storage
-        try:
-            if items[0][1] and depth_infinity:
-                storage.copy_tree(self.fs_path, dest[2])
-            elif items[0][1]:
-                staging = storage.temp_path("copy")
-                staging.mkdir()
-                storage.replace_tree(staging, dest[2])
-            else:
-                if dest[2].is_dir():
-                    storage.delete(dest[2])
-                storage.copy_file(self.fs_path, dest[2], self.provider.block_size)
-        except (OSError, StorageFull) as exc:
-            raise storage_error(exc) from exc
+        if items[0][1] and depth_infinity:
+            storage.copy_tree(self.fs_path, dest[2])
+        elif items[0][1]:
+            staging = storage.temp_path("copy")
+            staging.mkdir()
+            storage.replace_tree(staging, dest[2])
+        else:
+            if dest[2].is_dir():
+                storage.delete(dest[2])
+            storage.copy_file(self.fs_path, dest[2], self.provider.block_size)
         self.provider.copied_tree(self.path, dest_path, with_children=depth_infinity)
         self.environ["davbox.created"] = not existed
         return True

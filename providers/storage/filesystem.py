@@ -138,7 +138,8 @@ class FilesystemStorage:
 
     def replace_tree(self, source: Path, target: Path) -> None:
         """Put ``source`` (file or folder) at ``target``; an old target is removed last."""
-        if target.is_dir() and not target.is_symlink():
+        replaces_folder = target.is_dir() and not target.is_symlink()
+        if replaces_folder or (source.is_dir() and target.exists()):
             trash = self.temp_path("trash")
             os.rename(target, trash)
             try:
@@ -146,7 +147,10 @@ class FilesystemStorage:
             except BaseException:
                 os.rename(trash, target)
                 raise
-            shutil.rmtree(trash, ignore_errors=True)
+            if replaces_folder:
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                trash.unlink()
         else:
             os.replace(source, target)
         _fsync_dir(target.parent)
