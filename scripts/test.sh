@@ -1,0 +1,25 @@
+#!/bin/sh
+# Install everything the test suite needs, then run all of it.
+# Debian packages (real WebDAV clients the tests drive) are installed when
+# missing and when running as root; Python packages go into the active
+# environment. Extra arguments are passed to pytest.
+set -eu
+cd "$(dirname "$0")/.."
+
+need=""
+for tool in litmus cadaver; do
+    command -v "$tool" >/dev/null 2>&1 || need="$need $tool"
+done
+if [ -n "$need" ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need >/dev/null
+    else
+        echo "missing programs:$need (install them with apt-get as root)" >&2
+        exit 1
+    fi
+fi
+
+python3 -m pip install -q -e ".[test]"
+python3 -m ruff check .
+python3 -m pytest "$@"

@@ -1,0 +1,151 @@
+"""A real davbox server for tests: ``davbox serve`` in a subprocess on a free loopback port.
+
+``DavboxServer`` starts the installed ``davbox`` command with its own data
+directory, reads the URL and the one-time admin password from what it prints,
+and offers helpers to run admin commands and make accounts. Tests talk to it
+with real HTTP clients (requests, litmus, cadaver).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+DAVBOX = [sys.executable, "-m", "davbox"]
+PASSWORD = "correct horse battery"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class DavboxServer:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        config: Path | None = None,
+        env: dict[str, str] | None = None,
+        preexec_fn: Any = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.config = config
+        self.port = free_port()
+        self.env = {**os.environ, **(env or {})}
+        self.preexec_fn = preexec_fn
+        self.proc: subprocess.Popen[str] | None = None
+        self.admin_password: str | None = None
+        self.output: list[str] = []
+        self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def dav(self, path: str = "") -> str:
+        return f"{self.url}/dav/{path.lstrip('/')}"
+
+    def base_args(self) -> list[str]:
+        args = [*DAVBOX, "--data-dir", str(self.data_dir)]
+        if self.config:
+            args += ["--config", str(self.config)]
+        return args
+
+    def start(self, timeout: float = 30) -> DavboxServer:
+        with open(self.log_path, "a") as log:
+            self.proc = subprocess.Popen(
+                [*self.base_args(), "serve", "--listen", f"127.0.0.1:{self.port}"],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                env=self.env,
+                preexec_fn=self.preexec_fn,
+            )
+        deadline = time.monotonic() + timeout
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"server exited early; log:\n{self.log_path.read_text()}")
+            self.output.append(line)
+            match = re.search(r"created account 'admin' with password (\S+)", line)
+            if match:
+                self.admin_password = match.group(1)
+            if "WebDAV at" in line:
+                break
+        else:
+            raise RuntimeError("server did not report its URL in time")
+        self._wait_ready(deadline)
+        return self
+
+    def _wait_ready(self, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            try:
+                requests.options(self.url + "/", timeout=2)
+                return
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("server did not answer in time")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._close()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.proc:
+            self.proc.kill()
+            self.proc.wait()
+        self._close()
+
+    def _close(self) -> None:
+        if self.proc and self.proc.stdout:
+            self.proc.stdout.close()
+        self.proc = None
+
+    def cli(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [*self.base_args(), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=60,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"davbox {' '.join(args)} failed ({result.returncode}):\n{result.stderr}"
+            )
+        return result
+
+    def add_user(self, name: str, password: str = PASSWORD) -> tuple[str, str]:
+        self.cli("user", "add", name, "--password-stdin", input=password + "\n")
+        return name, password
+
+    def mailbox(self, name: str, **grants: str) -> str:
+        """Create mailbox ``name`` and grant ``user=role`` for each keyword."""
+        self.cli("mailbox", "create", name)
+        for user, role in grants.items():
+            self.cli("mailbox", "grant", name, user, role)
+        return name
+
+    def remove_data(self) -> None:
+        shutil.rmtree(self.data_dir, ignore_errors=True)
