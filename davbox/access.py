@@ -58,18 +58,25 @@ class AccessService:
         self._credentials: dict[bytes, tuple[Principal, float]] = {}
         self._mailboxes: dict[int, dict[str, MailboxAccess]] = {}
 
-    def refresh(self) -> None:
-        """Drop the caches if accounts or grants changed since the last look."""
+    def refresh(self, *, force: bool = False) -> bool:
+        """Drop the caches if accounts or grants changed since the last look.
+
+        Looks at most every ``refresh_interval`` seconds unless ``force`` is set
+        (used when a caller names a mailbox missing from their cached list, so a
+        mailbox granted a moment ago is found at once). Returns True if changed.
+        """
         now = time.monotonic()
-        if now - self._checked_at < self.refresh_interval:
-            return
+        if not force and now - self._checked_at < self.refresh_interval:
+            return False
         self._checked_at = now
         epoch = self.db.current_epoch()
-        if epoch != self._epoch:
-            with self._lock:
-                self._epoch = epoch
-                self._credentials.clear()
-                self._mailboxes.clear()
+        if epoch == self._epoch:
+            return False
+        with self._lock:
+            self._epoch = epoch
+            self._credentials.clear()
+            self._mailboxes.clear()
+        return True
 
     def authenticate(self, username: str, password: str) -> Principal | None:
         self.refresh()

@@ -64,7 +64,10 @@ class Runtime:
 
     def dav_config(self) -> dict[str, Any]:
         provider = MailboxProvider(
-            self.storage, self.engine, block_size=int(self.settings.storage.block_size)
+            self.storage,
+            self.engine,
+            self.access,
+            block_size=int(self.settings.storage.block_size),
         )
         return {
             "provider_mapping": {"/": provider},

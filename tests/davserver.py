@@ -21,6 +21,9 @@ from typing import Any
 
 import requests
 
+from davbox import accounts
+from davbox.db import Database
+
 DAVBOX = [sys.executable, "-m", "davbox"]
 PASSWORD = "correct horse battery"
 
@@ -49,6 +52,7 @@ class DavboxServer:
         self.admin_password: str | None = None
         self.output: list[str] = []
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
+        self._db: Database | None = None
 
     @property
     def url(self) -> str:
@@ -120,6 +124,9 @@ class DavboxServer:
         if self.proc and self.proc.stdout:
             self.proc.stdout.close()
         self.proc = None
+        if self._db is not None:
+            self._db.dispose()
+            self._db = None
 
     def cli(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
@@ -136,15 +143,21 @@ class DavboxServer:
             )
         return result
 
+    def database(self) -> Database:
+        """The server's own database (the admin API; the CLI has its own tests)."""
+        if self._db is None:
+            self._db = Database(f"sqlite:///{self.data_dir.resolve() / 'davbox.db'}")
+        return self._db
+
     def add_user(self, name: str, password: str = PASSWORD) -> tuple[str, str]:
-        self.cli("user", "add", name, "--password-stdin", input=password + "\n")
+        accounts.add_user(self.database(), name, password)
         return name, password
 
     def mailbox(self, name: str, **grants: str) -> str:
-        """Create mailbox ``name`` and grant ``user=role`` for each keyword."""
-        self.cli("mailbox", "create", name)
-        for user, role in grants.items():
-            self.cli("mailbox", "grant", name, user, role)
+        """Create mailbox ``name`` and grant ``user=role`` (``@group=role``) for each keyword."""
+        accounts.create_mailbox(self.database(), name)
+        for principal, role in grants.items():
+            accounts.grant(self.database(), name, principal, role)
         return name
 
     def remove_data(self) -> None:

@@ -31,7 +31,7 @@ from wsgidav.dav_error import (
 )
 from wsgidav.dav_provider import DAVProvider
 
-from davbox.access import MailboxAccess
+from davbox.access import AccessService, MailboxAccess
 from davbox.dav.resources import MailboxFile, MailboxFolder, RootCollection
 from davbox.policies.base import AccessRequest, Operation, Principal
 from davbox.policies.engine import PolicyEngine
@@ -42,11 +42,17 @@ Location = tuple[MailboxAccess, str, Path]
 
 class MailboxProvider(DAVProvider):
     def __init__(
-        self, storage: FilesystemStorage, engine: PolicyEngine, *, block_size: int
+        self,
+        storage: FilesystemStorage,
+        engine: PolicyEngine,
+        access: AccessService,
+        *,
+        block_size: int,
     ) -> None:
         super().__init__()
         self.storage = storage
         self.engine = engine
+        self.access = access
         self.block_size = block_size
 
     def __repr__(self) -> str:
@@ -65,6 +71,9 @@ class MailboxProvider(DAVProvider):
         """Map ``/<mailbox>/<rel>`` to (mailbox, rel, file path); None if not visible."""
         parts = [p for p in path.split("/") if p]
         box = self.mailboxes(environ).get(parts[0]) if parts else None
+        if box is None and parts and self.access.refresh(force=True):
+            environ["davbox.mailboxes"] = self.access.mailboxes_for(environ["davbox.principal"])
+            box = self.mailboxes(environ).get(parts[0])
         if box is None or any(p in (".", "..") or "\x00" in p for p in parts):
             return None
         rel = "/" + "/".join(parts[1:])
@@ -179,6 +188,8 @@ class MailboxProvider(DAVProvider):
         if location is not None:
             box, rel, fs_path = location
             self._gate(environ, method, box, rel, fs_path)
+        elif path.strip("/"):
+            raise DAVError(HTTP_NOT_FOUND)
         if method in ("COPY", "MOVE"):
             start_response = _created_when_new(environ, start_response)
         return default_handler(environ, start_response)
@@ -186,16 +197,22 @@ class MailboxProvider(DAVProvider):
     def _gate(
         self, environ: dict[str, Any], method: str, box: MailboxAccess, rel: str, fs_path: Path
     ) -> None:
-        lists = self.may(environ, box, rel, Operation.LIST)
+        """Refuse early what the caller may never do here, without revealing what exists.
+
+        A caller who may not list a mailbox (a dropper) gets the same answer for
+        existing and missing names: 404 for reading, changing or probing items,
+        403 for MKCOL; only PUT, LOCK and UNLOCK reach the resource checks.
+        """
+        if rel != "/" and not self.may(environ, box, rel, Operation.LIST):
+            if method == "MKCOL":
+                self.authorize(environ, box, rel, Operation.MKCOL)
+            elif method not in ("PUT", "LOCK", "UNLOCK", "OPTIONS"):
+                raise DAVError(HTTP_NOT_FOUND)
         if method in ("GET", "HEAD") and rel != "/":
-            if not lists:
-                raise DAVError(HTTP_NOT_FOUND)
             self.authorize(environ, box, rel, Operation.READ)
-        elif method == "PROPFIND" and rel != "/" and not lists:
-            raise DAVError(HTTP_NOT_FOUND)
+        elif method == "PROPPATCH":
+            self.authorize(environ, box, rel, Operation.PROPPATCH)
         elif method == "LOCK" and os.path.lexists(fs_path) and not _is_refresh(environ):
-            if not self.may(environ, box, rel, Operation.LOCK) and not lists:
-                raise DAVError(HTTP_NOT_FOUND)
             self.authorize(environ, box, rel, Operation.LOCK)
 
 

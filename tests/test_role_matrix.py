@@ -1,0 +1,176 @@
+"""Who may do what: every mailbox role and a non-member against every WebDAV method.
+
+One line per (method, target, role) → expected status, against a real server.
+Each case gets a fresh mailbox state prepared by a manager account.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import requests
+
+from tests.davserver import PASSWORD
+
+ROLES = ["manager", "member", "reader", "dropper"]
+WHO = [*ROLES, "outsider"]
+LOCK_BODY = (
+    '<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:">'
+    "<D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype>"
+    "<D:owner>matrix</D:owner></D:lockinfo>"
+)
+PROPPATCH_BODY = (
+    '<?xml version="1.0" encoding="utf-8"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:x">'
+    "<D:set><D:prop><Z:colour>blue</Z:colour></D:prop></D:set></D:propertyupdate>"
+)
+
+# (method, target, extra) -> expected status for manager, member, reader, dropper, outsider
+MATRIX = [
+    ("GET", "file", {}, [200, 200, 200, 404, 404]),
+    ("HEAD", "file", {}, [200, 200, 200, 404, 404]),
+    ("PROPFIND", "root", {"Depth": "1"}, [207, 207, 207, 207, 404]),
+    ("PROPFIND", "file", {"Depth": "0"}, [207, 207, 207, 404, 404]),
+    ("PROPFIND", "missing", {"Depth": "0"}, [404, 404, 404, 404, 404]),
+    ("OPTIONS", "root", {}, [200, 200, 200, 200, 404]),
+    ("PUT", "new", {}, [201, 201, 403, 201, 404]),
+    ("PUT", "file", {}, [204, 204, 403, 403, 404]),
+    ("DELETE", "file", {}, [204, 204, 403, 404, 404]),
+    ("DELETE", "folder", {}, [204, 204, 403, 404, 404]),
+    ("DELETE", "root", {}, [403, 403, 403, 403, 404]),
+    ("MKCOL", "new", {}, [201, 201, 403, 403, 404]),
+    ("COPY", "file", {"to": "new"}, [201, 201, 403, 404, 404]),
+    # "other" is a mailbox only manager and member belong to: for the rest it does not exist.
+    ("COPY", "file", {"to": "other"}, [201, 201, 409, 404, 404]),
+    ("MOVE", "file", {"to": "new"}, [201, 201, 403, 404, 404]),
+    ("MOVE", "folder", {"to": "new"}, [201, 201, 403, 404, 404]),
+    ("MOVE", "file", {"to": "other"}, [201, 201, 409, 404, 404]),
+    ("PROPPATCH", "file", {}, [207, 207, 403, 404, 404]),
+    ("LOCK", "file", {}, [200, 200, 403, 403, 404]),
+    ("LOCK", "new", {}, [201, 201, 403, 201, 404]),
+]
+
+
+@pytest.fixture(scope="module")
+def world(shared_server):
+    server = shared_server
+    for name in [*WHO, "boss"]:
+        server.add_user(name)
+    server.mailbox("other", boss="manager", manager="member", member="member")
+    return server
+
+
+def _prepare(server) -> str:
+    """A fresh mailbox with a file and a folder, every role granted."""
+    box = "m" + uuid.uuid4().hex[:10]
+    server.mailbox(box, boss="manager", **{role: role for role in ROLES})
+    auth = ("boss", PASSWORD)
+    assert requests.put(server.dav(f"{box}/file.txt"), data=b"v1", auth=auth, timeout=10).status_code == 201
+    assert requests.request("MKCOL", server.dav(f"{box}/folder"), auth=auth, timeout=10).status_code == 201
+    assert requests.put(server.dav(f"{box}/folder/in.txt"), data=b"x", auth=auth, timeout=10).status_code == 201
+    return box
+
+
+def _path(box: str, target: str) -> str:
+    return {
+        "root": f"{box}/",
+        "file": f"{box}/file.txt",
+        "folder": f"{box}/folder/",
+        "missing": f"{box}/nothing.txt",
+        "new": f"{box}/new.txt",
+        "other": "other/" + uuid.uuid4().hex[:8] + ".txt",
+    }[target]
+
+
+CASES = [
+    pytest.param(method, target, extra, who, expected[WHO.index(who)], id=f"{method}-{target}{'-' + extra['to'] if 'to' in extra else ''}-{who}")
+    for method, target, extra, expected in MATRIX
+    for who in WHO
+]
+
+
+@pytest.mark.parametrize(("method", "target", "extra", "who", "expected"), CASES)
+def test_role_matrix(world, method, target, extra, who, expected):
+    box = _prepare(world)
+    headers = {k: v for k, v in extra.items() if k != "to"}
+    body = None
+    if "to" in extra:
+        headers["Destination"] = world.dav(_path(box, extra["to"]))
+    if method == "PUT":
+        body = b"v2"
+    elif method == "LOCK":
+        body = LOCK_BODY.encode()
+    elif method == "PROPPATCH":
+        body = PROPPATCH_BODY.encode()
+    response = requests.request(
+        method, world.dav(_path(box, target)), headers=headers, data=body,
+        auth=(who, PASSWORD), timeout=10,
+    )
+    assert response.status_code == expected, response.text
+    if response.status_code in (403, 404) and method != "HEAD":
+        assert response.text.strip(), "refusals carry a readable reason"
+    if method == "PROPPATCH" and expected == 207:
+        assert "200 OK" in response.text
+
+
+def test_dropper_listing_shows_no_names(world):
+    box = _prepare(world)
+    response = requests.request(
+        "PROPFIND", world.dav(f"{box}/"), headers={"Depth": "1"}, auth=("dropper", PASSWORD), timeout=10
+    )
+    assert response.status_code == 207
+    assert "file.txt" not in response.text and "folder" not in response.text
+
+
+def test_refusal_names_the_role_and_the_action(world):
+    box = _prepare(world)
+    response = requests.put(world.dav(f"{box}/file.txt"), data=b"x", auth=("reader", PASSWORD), timeout=10)
+    assert response.status_code == 403
+    assert f"your role in mailbox '{box}' (reader) does not allow you to replace files" in response.text
+
+
+def test_dropper_can_create_a_file_by_lock_then_put(world):
+    """Explorer and Finder create files with LOCK, PUT with the token, then UNLOCK."""
+    box = _prepare(world)
+    url = world.dav(f"{box}/dropped.pdf")
+    auth = ("dropper", PASSWORD)
+    lock = requests.request("LOCK", url, data=LOCK_BODY.encode(), auth=auth, timeout=10)
+    assert lock.status_code == 201
+    token = lock.headers["Lock-Token"]
+    put = requests.put(url, data=b"%PDF-1.4 body", headers={"If": f"({token})"}, auth=auth, timeout=10)
+    assert put.status_code == 204
+    unlock = requests.request("UNLOCK", url, headers={"Lock-Token": token}, auth=auth, timeout=10)
+    assert unlock.status_code == 204
+    again = requests.put(url, data=b"replace", auth=auth, timeout=10)
+    assert again.status_code == 403
+    got = requests.get(url, auth=("boss", PASSWORD), timeout=10)
+    assert got.content == b"%PDF-1.4 body"
+
+
+def test_group_grant_gives_access_and_revoke_takes_it(world):
+    box = "g" + uuid.uuid4().hex[:8]
+    from davbox import accounts
+
+    accounts.add_group(world.database(), box + "-team")
+    accounts.change_group_members(world.database(), box + "-team", ["outsider"], [])
+    world.mailbox(box, **{"@" + box + "-team": "reader"})
+    url = world.dav(f"{box}/")
+    auth = ("outsider", PASSWORD)
+    import time
+
+    deadline = time.monotonic() + 5
+    status = None
+    while time.monotonic() < deadline:
+        status = requests.request("PROPFIND", url, headers={"Depth": "0"}, auth=auth, timeout=10).status_code
+        if status == 207:
+            break
+        time.sleep(0.2)
+    assert status == 207
+    accounts.revoke(world.database(), box, "@" + box + "-team")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        status = requests.request("PROPFIND", url, headers={"Depth": "0"}, auth=auth, timeout=10).status_code
+        if status == 404:
+            break
+        time.sleep(0.2)
+    assert status == 404
