@@ -25,7 +25,7 @@ from davbox import accounts
 from davbox.db import Database
 
 DAVBOX = [sys.executable, "-m", "davbox"]
-PASSWORD = "correct horse battery"
+PASSWORD = "correct-horse-battery-staple"
 
 
 def free_port() -> int:
