@@ -26,17 +26,10 @@ from davbox.dav.props import SqlPropertyManager
 from davbox.dav.provider import MailboxProvider
 from davbox.db import Database
 from davbox.dispatcher import DAV_PREFIX, Dispatcher
+from davbox.paths import database_url, storage_root
 from davbox.policies.engine import PolicyEngine
 from davbox.providers.identity.sql import SqlIdentityProvider
 from davbox.providers.storage.filesystem import FilesystemStorage
-
-
-def database_url(settings: Settings, data_dir: Path) -> str:
-    return settings.database.url or f"sqlite:///{data_dir.resolve() / 'davbox.db'}"
-
-
-def storage_root(settings: Settings, data_dir: Path) -> Path:
-    return Path(settings.storage.path) if settings.storage.path else data_dir / "storage"
 
 
 @dataclass

@@ -9,13 +9,18 @@ timing.
 
 from __future__ import annotations
 
+import functools
 import secrets
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 _hasher = PasswordHasher()  # argon2id with the library's RFC 9106 low-memory profile
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    return _hasher.hash(secrets.token_urlsafe(16))
 
 
 def hash_password(password: str) -> str:
@@ -35,7 +40,7 @@ def verify_password(password_hash: str | None, password: str) -> bool:
 def dummy_verify(password: str) -> None:
     """Spend one verification's worth of time on a hash nobody's password matches."""
     try:
-        _hasher.verify(_DUMMY_HASH, password)
+        _hasher.verify(_dummy_hash(), password)
     except VerificationError:
         pass
 

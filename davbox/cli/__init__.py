@@ -39,7 +39,7 @@ class Context:
         return self._settings
 
     def database(self) -> Any:
-        from davbox.app import database_url
+        from davbox.paths import database_url
         from davbox.db import Database
 
         self.data_dir.mkdir(parents=True, exist_ok=True)

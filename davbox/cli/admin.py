@@ -159,7 +159,7 @@ def mailbox_list(ctx: Context) -> None:
 @click.pass_obj
 def mailbox_remove(ctx: Context, name: str, yes: bool) -> None:
     """Delete a mailbox and all its files."""
-    from davbox.app import storage_root
+    from davbox.paths import storage_root
     from davbox.providers.storage.filesystem import FilesystemStorage
 
     key = accounts.remove_mailbox(ctx.database(), name)

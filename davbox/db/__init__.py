@@ -19,8 +19,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
 from sqlalchemy import create_engine, event, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -57,9 +55,13 @@ class Database:
 
     def upgrade(self) -> None:
         """Bring the schema to the newest migration."""
+        from alembic import command
+
         command.upgrade(self._alembic_config(), "head")
 
-    def _alembic_config(self) -> AlembicConfig:
+    def _alembic_config(self) -> Any:
+        from alembic.config import Config as AlembicConfig
+
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
         cfg.attributes["engine"] = self.engine
