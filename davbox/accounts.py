@@ -159,9 +159,7 @@ def remove_group(db: Database, name: str) -> None:
         bump_epoch(session)
 
 
-def change_group_members(
-    db: Database, name: str, add: list[str], remove: list[str]
-) -> list[str]:
+def change_group_members(db: Database, name: str, add: list[str], remove: list[str]) -> list[str]:
     """Add and remove members; return the member names afterwards."""
     with db.session() as session:
         group = _group(session, name)
@@ -230,7 +228,9 @@ def grant(db: Database, mailbox: str, principal: str, role: str) -> None:
         if existing is not None:
             existing.role = wanted
         elif principal.startswith("@"):
-            session.add(MailboxGrant(mailbox=box, group=_group(session, principal[1:]), role=wanted))
+            session.add(
+                MailboxGrant(mailbox=box, group=_group(session, principal[1:]), role=wanted)
+            )
         else:
             session.add(MailboxGrant(mailbox=box, user=_user(session, principal), role=wanted))
         bump_epoch(session)

@@ -16,8 +16,8 @@ from typing import Any
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
-from davbox.admin_ui import StartPage
 from davbox.access import AccessService
+from davbox.admin_ui import StartPage
 from davbox.config import Settings
 from davbox.dav.authn import BasicAuthMiddleware
 from davbox.dav.errors import DavErrorMiddleware, install_response_pages
@@ -82,6 +82,4 @@ class Runtime:
         install_response_pages()
         dav = WsgiDAVApp(self.dav_config())
         authenticated = BasicAuthMiddleware(dav, self.access, self.settings.auth.realm)
-        return Dispatcher(
-            authenticated, StartPage(), access_log=self.settings.logging.access_log
-        )
+        return Dispatcher(authenticated, StartPage(), access_log=self.settings.logging.access_log)

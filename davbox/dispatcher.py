@@ -38,7 +38,9 @@ class Dispatcher:
         self.start_page = start_page
         self.access_log = access_log
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterator[bytes]:
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterator[bytes]:
         started = time.monotonic()
         outcome: dict[str, Any] = {"status": "-"}
 
@@ -60,7 +62,10 @@ class Dispatcher:
                 body = f"500 Internal Server Error (request id {request_id})\n".encode()
                 recording_start_response(
                     "500 Internal Server Error",
-                    [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
+                    [
+                        ("Content-Type", "text/plain; charset=utf-8"),
+                        ("Content-Length", str(len(body))),
+                    ],
                 )
                 yield body
         finally:
@@ -75,7 +80,9 @@ class Dispatcher:
                     (time.monotonic() - started) * 1000,
                 )
 
-    def _route(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def _route(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
         try:
             path = environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8")
         except (UnicodeEncodeError, UnicodeDecodeError):

@@ -128,7 +128,9 @@ class DavboxServer:
             self._db.dispose()
             self._db = None
 
-    def cli(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [*self.base_args(), *args],
             input=input,

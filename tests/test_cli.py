@@ -13,7 +13,10 @@ from tests.davserver import PASSWORD
 def davbox(data_dir, *args, input=None):
     return subprocess.run(
         [sys.executable, "-m", "davbox", "--data-dir", str(data_dir), *args],
-        input=input, capture_output=True, text=True, timeout=60,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -23,7 +26,10 @@ def data(tmp_path):
 
 
 def test_account_lifecycle(data):
-    assert davbox(data, "user", "add", "alice", "--password-stdin", input=PASSWORD + "\n").returncode == 0
+    assert (
+        davbox(data, "user", "add", "alice", "--password-stdin", input=PASSWORD + "\n").returncode
+        == 0
+    )
     generated = davbox(data, "user", "add", "bob")
     assert generated.returncode == 0
     assert "password (shown once): " in generated.stdout
@@ -40,7 +46,12 @@ def test_account_lifecycle(data):
     assert "bob\tdisabled\tgroups=team" in users
     assert "alice\tactive\tgroups=team" in users
     assert davbox(data, "user", "enable", "bob").returncode == 0
-    assert davbox(data, "user", "passwd", "bob", "--password-stdin", input="another-long-secret\n").returncode == 0
+    assert (
+        davbox(
+            data, "user", "passwd", "bob", "--password-stdin", input="another-long-secret\n"
+        ).returncode
+        == 0
+    )
     assert davbox(data, "mailbox", "revoke", "extern", "@team").returncode == 0
     assert davbox(data, "group", "members", "team", "--remove", "bob").stdout.split() == ["alice"]
     assert davbox(data, "group", "remove", "team").returncode == 0
@@ -52,25 +63,61 @@ def test_account_lifecycle(data):
 @pytest.mark.parametrize(
     ("setup", "args", "message"),
     [
-        pytest.param([], ["user", "passwd", "nobody", "--password-stdin"], "no user named 'nobody'", id="unknown-user"),
-        pytest.param([["user", "add", "carol"]], ["user", "add", "carol"], "a user named 'carol' already exists", id="duplicate-user"),
         pytest.param(
-            [], ["user", "add", "bad name!"],
+            [],
+            ["user", "passwd", "nobody", "--password-stdin"],
+            "no user named 'nobody'",
+            id="unknown-user",
+        ),
+        pytest.param(
+            [["user", "add", "carol"]],
+            ["user", "add", "carol"],
+            "a user named 'carol' already exists",
+            id="duplicate-user",
+        ),
+        pytest.param(
+            [],
+            ["user", "add", "bad name!"],
             "invalid user name 'bad name!': use letters, digits and . _ - @, at most 128"
             " characters, not ending in a dot or space",
             id="bad-user-name",
         ),
-        pytest.param([], ["mailbox", "grant", "nobox", "carol", "member"], "no mailbox named 'nobox'", id="unknown-mailbox"),
-        pytest.param([["mailbox", "create", "box"]], ["mailbox", "create", "box"], "a mailbox named 'box' already exists", id="duplicate-mailbox"),
+        pytest.param(
+            [],
+            ["mailbox", "grant", "nobox", "carol", "member"],
+            "no mailbox named 'nobox'",
+            id="unknown-mailbox",
+        ),
+        pytest.param(
+            [["mailbox", "create", "box"]],
+            ["mailbox", "create", "box"],
+            "a mailbox named 'box' already exists",
+            id="duplicate-mailbox",
+        ),
         pytest.param(
             [["mailbox", "create", "box"], ["user", "add", "carol"]],
             ["mailbox", "grant", "box", "carol", "owner"],
             "unknown role 'owner': choose one of manager, member, reader, dropper",
             id="bad-role",
         ),
-        pytest.param([["mailbox", "create", "box"]], ["mailbox", "grant", "box", "@ghosts", "reader"], "no group named 'ghosts'", id="unknown-group"),
-        pytest.param([["mailbox", "create", "box"], ["user", "add", "carol"]], ["mailbox", "revoke", "box", "carol"], "'carol' has no role in mailbox 'box'", id="revoke-nothing"),
-        pytest.param([], ["user", "add", "dave", "--password-stdin"], "passwords must have at least 10 characters", id="weak-password"),
+        pytest.param(
+            [["mailbox", "create", "box"]],
+            ["mailbox", "grant", "box", "@ghosts", "reader"],
+            "no group named 'ghosts'",
+            id="unknown-group",
+        ),
+        pytest.param(
+            [["mailbox", "create", "box"], ["user", "add", "carol"]],
+            ["mailbox", "revoke", "box", "carol"],
+            "'carol' has no role in mailbox 'box'",
+            id="revoke-nothing",
+        ),
+        pytest.param(
+            [],
+            ["user", "add", "dave", "--password-stdin"],
+            "passwords must have at least 10 characters",
+            id="weak-password",
+        ),
     ],
 )
 def test_clear_errors(data, setup, args, message):
@@ -88,7 +135,9 @@ def test_clear_errors(data, setup, args, message):
 def test_self_signed_certificate(data, tmp_path):
     from cryptography import x509
 
-    result = davbox(data, "cert", "--self-signed", "--host", "files.example.org", "--host", "127.0.0.1")
+    result = davbox(
+        data, "cert", "--self-signed", "--host", "files.example.org", "--host", "127.0.0.1"
+    )
     assert result.returncode == 0, result.stderr
     cert = x509.load_pem_x509_certificate((data / "tls" / "cert.pem").read_bytes())
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

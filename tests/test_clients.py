@@ -30,7 +30,10 @@ def test_litmus_passes_all_104_tests_as_a_member(shared_server, tmp_path):
     shared_server.mailbox("litmus", **{"litmus-member": "member"})
     result = subprocess.run(
         [litmus, "-k", shared_server.dav("litmus/"), "litmus-member", PASSWORD],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
     )
     # litmus -k exits 0 even when tests fail: the summary lines are the verdict.
     summaries = {m[0]: (int(m[1]), int(m[2]), int(m[3])) for m in SUMMARY.findall(result.stdout)}
@@ -73,7 +76,11 @@ def test_cadaver_session(shared_server, tmp_path):
     )
     result = subprocess.run(
         [cadaver, shared_server.dav("cadbox/")],
-        input=script, capture_output=True, text=True, cwd=work, timeout=60,
+        input=script,
+        capture_output=True,
+        text=True,
+        cwd=work,
+        timeout=60,
         env={**os.environ, "HOME": str(home)},
     )
     out = result.stdout

@@ -72,13 +72,17 @@ def problems(text: str) -> list[str]:
         ),
         pytest.param(
             "database:\n  url: {$env: DAVBOX_TEST_UNSET_VARIABLE}\n",
-            ["davbox.yaml:2: database.url: environment variable DAVBOX_TEST_UNSET_VARIABLE is not set"],
+            [
+                "davbox.yaml:2: database.url: environment variable"
+                " DAVBOX_TEST_UNSET_VARIABLE is not set"
+            ],
             id="missing-secret",
         ),
         pytest.param(
             "bogus: 1\nserver:\n  threads: 0\n",
             [
-                "davbox.yaml:1: bogus: unknown key 'bogus' (known keys: auth, database, logging, server, storage)",
+                "davbox.yaml:1: bogus: unknown key 'bogus'"
+                " (known keys: auth, database, logging, server, storage)",
                 "davbox.yaml:3: server.threads: input should be greater than or equal to 1, got 0",
             ],
             id="every-problem-at-once",
@@ -93,14 +97,18 @@ def test_secrets_from_env_and_file(tmp_path, monkeypatch):
     (tmp_path / "db.url").write_text("sqlite:////tmp/x.db\n")
     monkeypatch.setenv("DAVBOX_TEST_REALM", "Postbus")
     config = tmp_path / "c.yaml"
-    config.write_text("auth:\n  realm: {$env: DAVBOX_TEST_REALM}\ndatabase:\n  url: {$file: db.url}\n")
+    config.write_text(
+        "auth:\n  realm: {$env: DAVBOX_TEST_REALM}\ndatabase:\n  url: {$file: db.url}\n"
+    )
     settings = load_settings(config)
     assert settings.auth.realm == "Postbus"
     assert settings.database.url == "sqlite:////tmp/x.db"
 
 
 def test_sizes_take_units():
-    settings = settings_from_text("storage:\n  block_size: 4MiB\nserver:\n  max_header_size: 10KB\n", "c")
+    settings = settings_from_text(
+        "storage:\n  block_size: 4MiB\nserver:\n  max_header_size: 10KB\n", "c"
+    )
     assert settings.storage.block_size == 4 * 1024 * 1024
     assert settings.server.max_header_size == 10_000
 
@@ -150,20 +158,44 @@ def test_cli_reports_problems_with_exit_2_and_no_traceback(tmp_path):
     config = tmp_path / "bad.yaml"
     config.write_text("server:\n  thraeds: 4\n  threads: x\n")
     result = subprocess.run(
-        [sys.executable, "-m", "davbox", "--config", str(config), "--data-dir", str(tmp_path / "d"), "serve"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "davbox",
+            "--config",
+            str(config),
+            "--data-dir",
+            str(tmp_path / "d"),
+            "serve",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert f"{config}:2: server.thraeds: unknown key 'thraeds' (did you mean 'threads'?)" in result.stderr
+    assert (
+        f"{config}:2: server.thraeds: unknown key 'thraeds' (did you mean 'threads'?)"
+        in result.stderr
+    )
     assert f"{config}:3: server.threads: input should be a valid integer, got 'x'" in result.stderr
     assert not (tmp_path / "d").exists(), "nothing starts with a bad configuration"
 
 
 def test_config_check_command(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "davbox", "--config", str(ROOT / "config.example.yaml"), "config", "check"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "davbox",
+            "--config",
+            str(ROOT / "config.example.yaml"),
+            "config",
+            "check",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert "configuration is valid" in result.stdout

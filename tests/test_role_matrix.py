@@ -65,9 +65,20 @@ def _prepare(server) -> str:
     box = "m" + uuid.uuid4().hex[:10]
     server.mailbox(box, boss="manager", **{role: role for role in ROLES})
     auth = ("boss", PASSWORD)
-    assert requests.put(server.dav(f"{box}/file.txt"), data=b"v1", auth=auth, timeout=10).status_code == 201
-    assert requests.request("MKCOL", server.dav(f"{box}/folder"), auth=auth, timeout=10).status_code == 201
-    assert requests.put(server.dav(f"{box}/folder/in.txt"), data=b"x", auth=auth, timeout=10).status_code == 201
+    assert (
+        requests.put(server.dav(f"{box}/file.txt"), data=b"v1", auth=auth, timeout=10).status_code
+        == 201
+    )
+    assert (
+        requests.request("MKCOL", server.dav(f"{box}/folder"), auth=auth, timeout=10).status_code
+        == 201
+    )
+    assert (
+        requests.put(
+            server.dav(f"{box}/folder/in.txt"), data=b"x", auth=auth, timeout=10
+        ).status_code
+        == 201
+    )
     return box
 
 
@@ -83,7 +94,14 @@ def _path(box: str, target: str) -> str:
 
 
 CASES = [
-    pytest.param(method, target, extra, who, expected[WHO.index(who)], id=f"{method}-{target}{'-' + extra['to'] if 'to' in extra else ''}-{who}")
+    pytest.param(
+        method,
+        target,
+        extra,
+        who,
+        expected[WHO.index(who)],
+        id=f"{method}-{target}{'-' + extra['to'] if 'to' in extra else ''}-{who}",
+    )
     for method, target, extra, expected in MATRIX
     for who in WHO
 ]
@@ -103,8 +121,12 @@ def test_role_matrix(world, method, target, extra, who, expected):
     elif method == "PROPPATCH":
         body = PROPPATCH_BODY.encode()
     response = requests.request(
-        method, world.dav(_path(box, target)), headers=headers, data=body,
-        auth=(who, PASSWORD), timeout=10,
+        method,
+        world.dav(_path(box, target)),
+        headers=headers,
+        data=body,
+        auth=(who, PASSWORD),
+        timeout=10,
     )
     assert response.status_code == expected, response.text
     if response.status_code in (403, 404) and method != "HEAD":
@@ -116,7 +138,11 @@ def test_role_matrix(world, method, target, extra, who, expected):
 def test_dropper_listing_shows_no_names(world):
     box = _prepare(world)
     response = requests.request(
-        "PROPFIND", world.dav(f"{box}/"), headers={"Depth": "1"}, auth=("dropper", PASSWORD), timeout=10
+        "PROPFIND",
+        world.dav(f"{box}/"),
+        headers={"Depth": "1"},
+        auth=("dropper", PASSWORD),
+        timeout=10,
     )
     assert response.status_code == 207
     assert "file.txt" not in response.text and "folder" not in response.text
@@ -124,9 +150,14 @@ def test_dropper_listing_shows_no_names(world):
 
 def test_refusal_names_the_role_and_the_action(world):
     box = _prepare(world)
-    response = requests.put(world.dav(f"{box}/file.txt"), data=b"x", auth=("reader", PASSWORD), timeout=10)
+    response = requests.put(
+        world.dav(f"{box}/file.txt"), data=b"x", auth=("reader", PASSWORD), timeout=10
+    )
     assert response.status_code == 403
-    assert f"your role in mailbox '{box}' (reader) does not allow you to replace files" in response.text
+    assert (
+        f"your role in mailbox '{box}' (reader) does not allow you to replace files"
+        in response.text
+    )
 
 
 def test_dropper_can_create_a_file_by_lock_then_put(world):
@@ -137,7 +168,9 @@ def test_dropper_can_create_a_file_by_lock_then_put(world):
     lock = requests.request("LOCK", url, data=LOCK_BODY.encode(), auth=auth, timeout=10)
     assert lock.status_code == 201
     token = lock.headers["Lock-Token"]
-    put = requests.put(url, data=b"%PDF-1.4 body", headers={"If": f"({token})"}, auth=auth, timeout=10)
+    put = requests.put(
+        url, data=b"%PDF-1.4 body", headers={"If": f"({token})"}, auth=auth, timeout=10
+    )
     assert put.status_code == 204
     unlock = requests.request("UNLOCK", url, headers={"Lock-Token": token}, auth=auth, timeout=10)
     assert unlock.status_code == 204
@@ -161,7 +194,9 @@ def test_group_grant_gives_access_and_revoke_takes_it(world):
     deadline = time.monotonic() + 5
     status = None
     while time.monotonic() < deadline:
-        status = requests.request("PROPFIND", url, headers={"Depth": "0"}, auth=auth, timeout=10).status_code
+        status = requests.request(
+            "PROPFIND", url, headers={"Depth": "0"}, auth=auth, timeout=10
+        ).status_code
         if status == 207:
             break
         time.sleep(0.2)
@@ -169,7 +204,9 @@ def test_group_grant_gives_access_and_revoke_takes_it(world):
     accounts.revoke(world.database(), box, "@" + box + "-team")
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        status = requests.request("PROPFIND", url, headers={"Depth": "0"}, auth=auth, timeout=10).status_code
+        status = requests.request(
+            "PROPFIND", url, headers={"Depth": "0"}, auth=auth, timeout=10
+        ).status_code
         if status == 404:
             break
         time.sleep(0.2)

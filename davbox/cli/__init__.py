@@ -39,8 +39,8 @@ class Context:
         return self._settings
 
     def database(self) -> Any:
-        from davbox.paths import database_url
         from davbox.db import Database
+        from davbox.paths import database_url
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         db = Database(database_url(self.settings, self.data_dir))

@@ -27,7 +27,11 @@ def user() -> None:
 @click.option("--admin", "is_admin", is_flag=True, help="May administer davbox.")
 @click.pass_obj
 def user_add(
-    ctx: Context, name: str, password_stdin: bool, email: str | None, display_name: str,
+    ctx: Context,
+    name: str,
+    password_stdin: bool,
+    email: str | None,
+    display_name: str,
     is_admin: bool,
 ) -> None:
     """Create an account (a password is generated and shown once without --password-stdin)."""

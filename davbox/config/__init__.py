@@ -74,7 +74,9 @@ def _problems_from(exc: ValidationError, data: LineDict, filename: str) -> list[
             known = sorted(_fields_at(Settings, loc[:-1]))
             hint = difflib.get_close_matches(name, known, n=1)
             message = f"unknown key '{name}'"
-            message += f" (did you mean '{hint[0]}'?)" if hint else f" (known keys: {', '.join(known)})"
+            message += (
+                f" (did you mean '{hint[0]}'?)" if hint else f" (known keys: {', '.join(known)})"
+            )
         elif kind == "missing":
             message = "required key is missing"
         elif kind == "value_error":
@@ -89,7 +91,7 @@ def _problems_from(exc: ValidationError, data: LineDict, filename: str) -> list[
 
 def _is_union_tag(part: Any) -> bool:
     # pydantic adds the member type name to the location of errors inside unions.
-    return isinstance(part, str) and part[:1].isupper() or part in ("function-after",)
+    return (isinstance(part, str) and part[:1].isupper()) or part in ("function-after",)
 
 
 def _dotted(loc: list[Any]) -> str:

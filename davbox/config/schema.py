@@ -1,8 +1,8 @@
 """The configuration schema: every key davbox reads, with its type and default.
 
 Contract: models forbid unknown keys and use strict scalar types (a quoted
-number is not an int, ``no`` is not a bool); sizes accept units (``64KiB``). Each field's description is the comment
-``config.example.yaml`` carries for it; a test keeps the two in step.
+number is not an int, ``no`` is not a bool); sizes accept units (``64KiB``).
+``config.example.yaml`` documents every key; a test keeps the two in step.
 """
 
 from __future__ import annotations
@@ -40,10 +40,10 @@ class ServerSettings(_Section):
     request_timeout: StrictInt = Field(
         60, ge=1, le=3600, description="seconds a connection may stay silent mid-request"
     )
-    max_header_size: ByteSize = Field(
-        ByteSize(65536), description="largest request header block"
+    max_header_size: ByteSize = Field(ByteSize(65536), description="largest request header block")
+    shutdown_timeout: StrictInt = Field(
+        5, ge=0, le=600, description="seconds to finish requests at stop"
     )
-    shutdown_timeout: StrictInt = Field(5, ge=0, le=600, description="seconds to finish requests at stop")
     tls: TlsSettings | None = Field(None, description="serve HTTPS with this certificate")
 
     @field_validator("listen")
@@ -82,9 +82,7 @@ class AuthSettings(_Section):
 
 
 class LoggingSettings(_Section):
-    level: Literal["debug", "info", "warning", "error"] = Field(
-        "info", description="log level"
-    )
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     access_log: StrictBool = Field(True, description="one line per request (never credentials)")
 
 

@@ -35,8 +35,10 @@ class ConfigProblem:
 
     def __str__(self) -> str:
         where = f"{self.filename}:{self.line}"
-        return f"{where}: {self.key_path}: {self.message}" if self.key_path else (
-            f"{where}: {self.message}"
+        return (
+            f"{where}: {self.key_path}: {self.message}"
+            if self.key_path
+            else (f"{where}: {self.message}")
         )
 
 
@@ -128,7 +130,9 @@ def load_yaml(text: str, filename: str) -> Any:
         problem = exc.problem or str(exc)
         if exc.context:
             problem = f"{exc.context}, {problem}"
-        raise YamlError([ConfigProblem(filename, line, "", f"YAML syntax error: {problem}")])
+        raise YamlError(
+            [ConfigProblem(filename, line, "", f"YAML syntax error: {problem}")]
+        ) from None
     except yaml.YAMLError as exc:
         raise YamlError([ConfigProblem(filename, 1, "", f"YAML error: {exc}")]) from None
     finally:

@@ -99,7 +99,9 @@ class DavErrorMiddleware(BaseMiddleware):
             source = error.src_exception
             if isinstance(source, (ConnectionError, TimeoutError)):
                 _log.info("request %s: client connection lost (%s)", _request_id(environ), source)
-                error = DAVError(400, "the request body did not arrive completely; nothing was stored")
+                error = DAVError(
+                    400, "the request body did not arrive completely; nothing was stored"
+                )
             elif error.value >= 500 and source is not None:
                 _log.error("request %s failed", _request_id(environ), exc_info=source)
         except OSError as exc:

@@ -26,13 +26,18 @@ from wsgidav.dav_error import (
     HTTP_BAD_REQUEST,
     HTTP_FORBIDDEN,
     HTTP_NOT_FOUND,
-    PRECONDITION_CODE_PropfindFiniteDepth,
     DAVError,
+    PRECONDITION_CODE_PropfindFiniteDepth,
 )
 from wsgidav.dav_provider import DAVProvider
 
 from davbox.access import AccessService, MailboxAccess
-from davbox.dav.resources import MailboxFile, MailboxFolder, RootCollection
+from davbox.dav.resources import (
+    TOP_LEVEL_READ_ONLY,
+    MailboxFile,
+    MailboxFolder,
+    RootCollection,
+)
 from davbox.policies.base import AccessRequest, Operation, Principal
 from davbox.policies.engine import PolicyEngine
 from davbox.providers.storage.filesystem import FilesystemStorage
@@ -188,6 +193,8 @@ class MailboxProvider(DAVProvider):
         if location is not None:
             box, rel, fs_path = location
             self._gate(environ, method, box, rel, fs_path)
+        elif "/" not in path.strip("/") and method in ("PUT", "MKCOL", "LOCK"):
+            raise DAVError(HTTP_FORBIDDEN, TOP_LEVEL_READ_ONLY)
         elif path.strip("/"):
             raise DAVError(HTTP_NOT_FOUND)
         if method in ("COPY", "MOVE"):

@@ -37,6 +37,11 @@ if TYPE_CHECKING:
     from davbox.dav.provider import MailboxProvider
 
 
+TOP_LEVEL_READ_ONLY = (
+    "the top level only lists your mailboxes; put files and folders inside a mailbox"
+)
+
+
 def _native(method: Callable[..., Any]) -> Callable[..., Any]:
     """Run a natively handled DELETE/MOVE/COPY; map failures to clean DAV errors.
 
@@ -64,9 +69,7 @@ def _native(method: Callable[..., Any]) -> Callable[..., Any]:
 
 def storage_error(exc: Exception) -> DAVError:
     if isinstance(exc, StorageFull):
-        return DAVError(
-            HTTP_INSUFFICIENT_STORAGE, "not enough storage space; nothing was changed"
-        )
+        return DAVError(HTTP_INSUFFICIENT_STORAGE, "not enough storage space; nothing was changed")
     if isinstance(exc, LengthMismatch):
         return DAVError(
             HTTP_BAD_REQUEST,
@@ -103,10 +106,7 @@ class RootCollection(DAVCollection):
         return None
 
     def _refuse(self, *_args: Any, **_kwargs: Any) -> Any:
-        raise DAVError(
-            HTTP_FORBIDDEN,
-            "the top level only lists your mailboxes; put files and folders inside a mailbox",
-        )
+        raise DAVError(HTTP_FORBIDDEN, TOP_LEVEL_READ_ONLY)
 
     create_empty_resource = create_collection = delete = _refuse
     handle_delete = handle_move = _refuse
@@ -263,7 +263,12 @@ class _Stored:
 
 class MailboxFolder(_Stored, DAVCollection):
     def __init__(
-        self, path: str, environ: dict[str, Any], box: MailboxAccess, rel: str, fs_path: Path,
+        self,
+        path: str,
+        environ: dict[str, Any],
+        box: MailboxAccess,
+        rel: str,
+        fs_path: Path,
         st: os.stat_result,
     ) -> None:
         DAVCollection.__init__(self, path, environ)
@@ -322,7 +327,12 @@ class MailboxFolder(_Stored, DAVCollection):
 
 class MailboxFile(_Stored, DAVNonCollection):
     def __init__(
-        self, path: str, environ: dict[str, Any], box: MailboxAccess, rel: str, fs_path: Path,
+        self,
+        path: str,
+        environ: dict[str, Any],
+        box: MailboxAccess,
+        rel: str,
+        fs_path: Path,
         st: os.stat_result | None,
     ) -> None:
         DAVNonCollection.__init__(self, path, environ)
@@ -352,7 +362,7 @@ class MailboxFile(_Stored, DAVNonCollection):
 
     def get_content(self) -> Any:
         self.authorize(Operation.READ)
-        return open(self.fs_path, "rb", buffering=0)  # noqa: SIM115 (WsgiDAV closes it)
+        return open(self.fs_path, "rb", buffering=0)
 
     def begin_write(self, *, content_type: str | None = None) -> AtomicWriter:
         if self.st is None:
@@ -427,8 +437,7 @@ class _DavSink:
             except ValueError as exc:
                 raise DAVError(
                     HTTP_BAD_REQUEST,
-                    "the chunked request body broke off before its last chunk;"
-                    " nothing was stored",
+                    "the chunked request body broke off before its last chunk; nothing was stored",
                 ) from exc
             self.write(data)
 

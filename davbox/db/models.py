@@ -107,9 +107,7 @@ class MailboxGrant(Base):
     __table_args__ = (
         UniqueConstraint("mailbox_id", "user_id", name="uq_grant_user"),
         UniqueConstraint("mailbox_id", "group_id", name="uq_grant_group"),
-        CheckConstraint(
-            "(user_id IS NULL) <> (group_id IS NULL)", name="ck_grant_one_principal"
-        ),
+        CheckConstraint("(user_id IS NULL) <> (group_id IS NULL)", name="ck_grant_one_principal"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
