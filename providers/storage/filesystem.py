@@ -21,6 +21,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -178,8 +179,14 @@ class AtomicWriter:
 
     def write(self, data: bytes) -> int:
         self.received += len(data)
+        view = memoryview(data)
         try:
-            self._file.write(data)
+            # The file is unbuffered (raw): write() may store only part of the data
+            # (disk filling up, file-size limit) and return the count. Ignoring it
+            # would let a truncated upload pass the length check in commit();
+            # write the rest, so a full disk surfaces as ENOSPC/EFBIG here.
+            while view:
+                view = view[self._file.write(view) :]
         except OSError as exc:
             _raise_full(exc)
             raise
@@ -211,10 +218,8 @@ class AtomicWriter:
     def abort(self) -> None:
         if self.committed:
             return
-        try:
+        with contextlib.suppress(OSError):
             self._file.close()
-        except OSError:
-            pass
         self.temp.unlink(missing_ok=True)
 
 
