@@ -19,8 +19,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from davbox import accounts
 from davbox.db import Database
 
@@ -54,9 +52,11 @@ class DavboxServer:
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
         self._db: Database | None = None
 
+    url_scheme = "http"
+
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.url_scheme}://127.0.0.1:{self.port}"
 
     def dav(self, path: str = "") -> str:
         return f"{self.url}/dav/{path.lstrip('/')}"
@@ -97,9 +97,9 @@ class DavboxServer:
     def _wait_ready(self, deadline: float) -> None:
         while time.monotonic() < deadline:
             try:
-                requests.options(self.url + "/", timeout=2)
+                socket.create_connection(("127.0.0.1", self.port), timeout=2).close()
                 return
-            except requests.ConnectionError:
+            except OSError:
                 time.sleep(0.05)
         raise RuntimeError("server did not answer in time")
 

@@ -273,3 +273,43 @@ def test_copy_and_move_between_mailboxes(box):
     assert move.status_code == 201
     assert requests.get(box.dav("proto-b/y.txt"), auth=AUTH, timeout=10).content == b"cross"
     assert requests.get(box.dav("proto/x.txt"), auth=AUTH, timeout=10).status_code == 404
+
+
+def test_tls_from_config(make_server, tmp_path):
+    import subprocess
+    import sys
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "davbox",
+            "cert",
+            "--self-signed",
+            "--host",
+            "127.0.0.1",
+            "--cert",
+            str(cert),
+            "--key",
+            str(key),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    config = tmp_path / "tls.yaml"
+    config.write_text(f"server:\n  tls:\n    cert: {cert}\n    key: {key}\n")
+    server = make_server("tls", start=False, config=config)
+    server.url_scheme = "https"
+    server.start()
+    assert any(f"https://127.0.0.1:{server.port}/dav/" in line for line in server.output)
+    response = requests.request(
+        "PROPFIND",
+        f"https://127.0.0.1:{server.port}/dav/",
+        headers={"Depth": "0"},
+        auth=("admin", server.admin_password),
+        verify=str(cert),
+        timeout=10,
+    )
+    assert response.status_code == 207

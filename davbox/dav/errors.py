@@ -103,7 +103,7 @@ class DavErrorMiddleware(BaseMiddleware):
                     400, "the request body did not arrive completely; nothing was stored"
                 )
             elif error.value >= 500 and source is not None:
-                _log.error("request %s failed", _request_id(environ), exc_info=source)
+                error = _internal(environ, source)
         except OSError as exc:
             if exc.errno not in _FULL:
                 error = _internal(environ, exc)
