@@ -8,6 +8,7 @@ Contract:
   (Windows probes the server root before mapping a drive).
 - ``/dav/...`` goes to the WebDAV app with ``SCRIPT_NAME=/dav``; ``/`` is the
   start page; everything else is 404.
+- Only PUT may carry a body over 1 MiB (WsgiDAV parses the others in memory): 413.
 - Reason phrases are always the standard ones (WsgiDAV says "Status" for some).
 - An exception that escapes an app is logged and answered 500 with a request
   id, never a traceback. With ``access_log`` on, one line per request is
@@ -30,6 +31,8 @@ _err = logging.getLogger("davbox.errors")
 
 App = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 DAV_PREFIX = "/dav"
+# WsgiDAV reads PROPFIND, PROPPATCH and LOCK bodies into memory: cap them.
+MAX_XML_BODY = 1024 * 1024
 
 
 class Dispatcher:
@@ -92,6 +95,10 @@ class Dispatcher:
         path = unicodedata.normalize("NFC", path)
         environ["PATH_INFO"] = path.encode("utf-8").decode("latin-1")
         method = environ.get("REQUEST_METHOD", "")
+        if method != "PUT" and _declared_length(environ) > MAX_XML_BODY:
+            return _plain(
+                start_response, 413, f"request bodies of {method} are limited to 1 MiB"
+            )
 
         if method == "OPTIONS" and path in ("/", "*", ""):
             return _server_options(start_response)
@@ -102,6 +109,13 @@ class Dispatcher:
         if path == "/" and method in ("GET", "HEAD"):
             return self.start_page(environ, start_response)
         return _plain(start_response, 404, "nothing here; WebDAV is served under /dav/")
+
+
+def _declared_length(environ: dict[str, Any]) -> int:
+    try:
+        return int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0
 
 
 def _plain(start_response: Callable[..., Any], code: int, reason: str) -> list[bytes]:

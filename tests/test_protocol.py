@@ -313,3 +313,12 @@ def test_tls_from_config(make_server, tmp_path):
         timeout=10,
     )
     assert response.status_code == 207
+
+
+def test_xml_bodies_over_1_mib_are_refused(box):
+    body = b"<?xml version='1.0'?><D:propfind xmlns:D='DAV:'>" + b" " * (2 * 1024 * 1024)
+    response = requests.request(
+        "PROPFIND", box.dav("proto/"), data=body, headers={"Depth": "0"}, auth=AUTH, timeout=30
+    )
+    assert response.status_code == 413
+    assert "limited to 1 MiB" in response.text

@@ -36,6 +36,12 @@ def serve(ctx: Context, listen: str | None) -> None:
         server = build_server(runtime.wsgi_app(), settings, listen)
     except OSError as exc:
         fail(f"cannot use TLS files: {exc}")
+    host = parse_listen(listen or settings.server.listen)[0]
+    if not settings.server.tls and host not in ("127.0.0.1", "::1", "localhost"):
+        banner.append(
+            "davbox: WARNING: passwords travel unencrypted over plain HTTP; configure"
+            " server.tls or put a TLS proxy in front (Windows refuses Basic over HTTP)"
+        )
     banner += [
         f"davbox {__version__}: WebDAV at {{url}}/dav/ (data in {ctx.data_dir.resolve()})",
         "davbox: log in with a davbox account; map {url}/dav/ as a network drive"
