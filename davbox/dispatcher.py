@@ -96,9 +96,7 @@ class Dispatcher:
         environ["PATH_INFO"] = path.encode("utf-8").decode("latin-1")
         method = environ.get("REQUEST_METHOD", "")
         if method != "PUT" and _declared_length(environ) > MAX_XML_BODY:
-            return _plain(
-                start_response, 413, f"request bodies of {method} are limited to 1 MiB"
-            )
+            return _plain(start_response, 413, f"request bodies of {method} are limited to 1 MiB")
 
         if method == "OPTIONS" and path in ("/", "*", ""):
             return _server_options(start_response)
