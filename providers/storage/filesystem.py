@@ -62,16 +62,19 @@ class FilesystemStorage:
         self.tmp = self.root / "tmp"
         self.mailboxes.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
+        self._known: set[str] = set()  # mailbox folders known to exist
 
     def mailbox_dir(self, storage_key: str) -> Path:
         """The mailbox's folder (created on first use)."""
         path = self.mailboxes / storage_key
-        if not path.is_dir():
+        if storage_key not in self._known:
             path.mkdir(exist_ok=True)
+            self._known.add(storage_key)
         return path
 
     def remove_mailbox(self, storage_key: str) -> None:
         path = self.mailboxes / storage_key
+        self._known.discard(storage_key)
         if path.exists():
             trash = self.temp_path("trash")
             os.rename(path, trash)
