@@ -1,0 +1,390 @@
+"""The three servers under test, each started on 127.0.0.1 in its own folder.
+
+Every server exposes the same thing: a WebDAV folder at ``base_url`` that is
+the on-disk folder ``storage`` (so test files can be made directly on disk),
+protected by HTTP Basic auth for one user, with ``threads`` worker threads.
+
+- ``Davbox``: ``davbox serve`` with built-in defaults; a user who is a
+  ``member`` of mailbox ``bench``; ``storage`` is that mailbox's folder.
+- ``PlainWsgidav``: ``plain_wsgidav.py`` (WsgiDAV FilesystemProvider on cheroot).
+- ``Apache``: ``apache2 -DFOREGROUND`` with a generated minimal config:
+  mpm_event (one child with ``threads`` threads), mod_dav + mod_dav_fs, Basic
+  auth against an htpasswd file in htpasswd's default format (apr1-MD5, which
+  Apache verifies on every request; bcrypt would cost milliseconds each, and
+  mod_authn_socache caches only the hash, not the verification), unlimited
+  keep-alive requests (as cheroot) and an access log like davbox's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import pwd
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from abc import ABC, abstractmethod
+from base64 import b64encode
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from procs import tree_pids
+
+HERE = Path(__file__).resolve().parent
+APACHE_MODULES = Path("/usr/lib/apache2/modules")
+APACHE_MODULE_FILES = {
+    "mpm_event_module": "mod_mpm_event.so",
+    "authn_core_module": "mod_authn_core.so",
+    "authn_file_module": "mod_authn_file.so",
+    "authz_core_module": "mod_authz_core.so",
+    "authz_user_module": "mod_authz_user.so",
+    "auth_basic_module": "mod_auth_basic.so",
+    "dav_module": "mod_dav.so",
+    "dav_fs_module": "mod_dav_fs.so",
+}
+
+
+class ServerError(RuntimeError):
+    """A server could not be set up or did not come up."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    user: str
+    password: str
+
+    @property
+    def header(self) -> str:
+        token = b64encode(f"{self.user}:{self.password}".encode()).decode()
+        return f"Basic {token}"
+
+
+class BenchServer(ABC):
+    """One server in its own work folder; ``setup`` then ``start``, always ``stop``."""
+
+    name: str
+
+    def __init__(self, work: Path, port: int, threads: int, creds: Credentials) -> None:
+        self.work = work
+        self.port = port
+        self.threads = threads
+        self.creds = creds
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = work / "server.log"
+
+    @property
+    def base_url(self) -> str:
+        """URL of the WebDAV folder that is ``storage`` on disk (ends with ``/``)."""
+        return f"http://127.0.0.1:{self.port}/dav/"
+
+    @property
+    @abstractmethod
+    def storage(self) -> Path:
+        """The folder on disk behind ``base_url``."""
+
+    @abstractmethod
+    def setup(self) -> None:
+        """Create the work folder, accounts and configuration (the server is not running)."""
+
+    @abstractmethod
+    def command(self) -> list[str]:
+        """The command line that runs the server in the foreground."""
+
+    def environment(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise ServerError(f"{self.name} is not running")
+        return self.proc.pid
+
+    def start(self, timeout: float = 60) -> None:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=self.environment(),
+                cwd=self.work,
+            )
+        self._wait_ready(time.monotonic() + timeout)
+
+    def _wait_ready(self, deadline: float) -> None:
+        """Poll until an authenticated PROPFIND of ``base_url`` answers 207."""
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise ServerError(f"{self.name} exited early:\n{self.log_tail()}")
+            try:
+                status = self.request("PROPFIND", self.base_url, {"Depth": "0"})
+            except OSError:
+                time.sleep(0.1)
+                continue
+            if status == 207:
+                return
+            raise ServerError(f"{self.name}: PROPFIND {self.base_url} answered {status}")
+        raise ServerError(f"{self.name} did not answer within the time limit; see {self.log_path}")
+
+    def request(self, method: str, url: str, headers: dict[str, str], auth: bool = True) -> int:
+        """One small request; returns the status (the body is read and dropped)."""
+        parts = urlsplit(url)
+        conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
+        try:
+            all_headers = {**headers, "Content-Length": "0"}
+            if auth:
+                all_headers["Authorization"] = self.creds.header
+            conn.request(method, parts.path, headers=all_headers)
+            response = conn.getresponse()
+            response.read()
+            return response.status
+        finally:
+            conn.close()
+
+    def check_auth_required(self) -> None:
+        status = self.request("PROPFIND", self.base_url, {"Depth": "0"}, auth=False)
+        if status != 401:
+            raise ServerError(f"{self.name}: unauthenticated PROPFIND answered {status}, not 401")
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        family = tree_pids(proc.pid)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        for pid in family[1:]:  # workers that outlived their parent
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class Davbox(BenchServer):
+    name = "davbox"
+    mailbox = "bench"
+
+    def __init__(self, work: Path, port: int, threads: int, creds: Credentials) -> None:
+        super().__init__(work, port, threads, creds)
+        self.data_dir = work / "data"
+        self._storage: Path | None = None
+
+    @property
+    def storage(self) -> Path:
+        if self._storage is None:
+            raise ServerError("davbox: setup() has not run")
+        return self._storage
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/dav/{self.mailbox}/"
+
+    def _cli(self, *args: str, stdin: str | None = None) -> None:
+        result = subprocess.run(
+            [sys.executable, "-m", "davbox", "--data-dir", str(self.data_dir), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if result.returncode != 0:
+            raise ServerError(f"davbox {' '.join(args)} failed: {result.stderr.strip()}")
+
+    def setup(self) -> None:
+        self.work.mkdir(parents=True, exist_ok=True)
+        password = self.creds.password + "\n"
+        self._cli("user", "add", self.creds.user, "--password-stdin", stdin=password)
+        self._cli("mailbox", "create", self.mailbox)
+        self._cli("mailbox", "grant", self.mailbox, self.creds.user, "member")
+        with sqlite3.connect(self.data_dir / "davbox.db") as db:
+            row = db.execute(
+                "SELECT storage_key FROM mailboxes WHERE name = ?", (self.mailbox,)
+            ).fetchone()
+        if row is None:
+            raise ServerError("davbox: the bench mailbox is missing from the database")
+        self._storage = self.data_dir / "storage" / "mailboxes" / row[0]
+        self._storage.mkdir(parents=True, exist_ok=True)
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "davbox",
+            "--data-dir",
+            str(self.data_dir),
+            "serve",
+            "--listen",
+            f"127.0.0.1:{self.port}",
+        ]
+
+
+class PlainWsgidav(BenchServer):
+    name = "wsgidav"
+
+    @property
+    def storage(self) -> Path:
+        return self.work / "share"
+
+    def setup(self) -> None:
+        self.storage.mkdir(parents=True, exist_ok=True)
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            str(HERE / "plain_wsgidav.py"),
+            "--root",
+            str(self.storage),
+            "--port",
+            str(self.port),
+            "--threads",
+            str(self.threads),
+            "--user",
+            self.creds.user,
+        ]
+
+    def environment(self) -> dict[str, str]:
+        return {**os.environ, "BENCH_PASSWORD": self.creds.password}
+
+
+class Apache(BenchServer):
+    name = "apache"
+
+    def __init__(
+        self,
+        work: Path,
+        port: int,
+        threads: int,
+        creds: Credentials,
+        *,
+        binary: str,
+        htpasswd: str,
+    ) -> None:
+        super().__init__(work, port, threads, creds)
+        self.binary = binary
+        self.htpasswd = htpasswd
+        self.conf = work / "httpd.conf"
+
+    @property
+    def storage(self) -> Path:
+        return self.work / "htdocs" / "dav"
+
+    def setup(self) -> None:
+        missing = [f for f in APACHE_MODULE_FILES.values() if not (APACHE_MODULES / f).exists()]
+        if missing:
+            raise ServerError(f"apache: modules missing in {APACHE_MODULES}: {', '.join(missing)}")
+        for folder in (self.storage, self.work / "run", self.work / "locks"):
+            folder.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run(
+            [self.htpasswd, "-c", "-i", str(self.work / "htpasswd"), self.creds.user],
+            input=self.creds.password,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if result.returncode != 0:
+            raise ServerError(f"htpasswd failed: {result.stderr.strip()}")
+        user = self._run_as()
+        if user is not None:
+            # Root starts Apache, which then serves as this user: it must be able
+            # to reach the work folder and write the share, lock DB and runtime files.
+            os.chmod(self.work, 0o755)
+            os.chmod(self.work.parent, 0o755)
+            for folder in (self.storage, self.work / "run", self.work / "locks"):
+                os.chown(folder, user.pw_uid, user.pw_gid)
+        self.conf.write_text(self.config_text(user))
+
+    @staticmethod
+    def _run_as() -> pwd.struct_passwd | None:
+        if os.geteuid() != 0:
+            return None
+        for name in ("www-data", "nobody"):
+            try:
+                return pwd.getpwnam(name)
+            except KeyError:
+                continue
+        raise ServerError("apache: running as root, but there is no www-data or nobody user")
+
+    def config_text(self, user: pwd.struct_passwd | None) -> str:
+        work = self.work
+        modules = "\n".join(
+            f"LoadModule {name} {APACHE_MODULES / path}"
+            for name, path in APACHE_MODULE_FILES.items()
+        )
+        identity = ""
+        if user is not None:
+            group = user.pw_gid
+            identity = f"User #{user.pw_uid}\nGroup #{group}\n"
+        return f"""# Generated by davbox bench/servers.py: a minimal mod_dav server on loopback.
+ServerRoot "{work}"
+ServerName 127.0.0.1
+Listen 127.0.0.1:{self.port}
+PidFile "{work}/run/httpd.pid"
+DefaultRuntimeDir "{work}/run"
+ErrorLog "{work}/error.log"
+LogLevel warn
+LogFormat "%h %u %t \\"%r\\" %>s %b %D" bench
+CustomLog "{work}/access.log" bench
+{modules}
+{identity}
+StartServers 1
+ServerLimit 1
+ThreadLimit {self.threads}
+ThreadsPerChild {self.threads}
+MaxRequestWorkers {self.threads}
+MinSpareThreads 1
+MaxSpareThreads {self.threads}
+MaxConnectionsPerChild 0
+KeepAlive On
+MaxKeepAliveRequests 0
+KeepAliveTimeout 5
+Timeout 60
+
+DocumentRoot "{work}/htdocs"
+DavLockDB "{work}/locks/DavLock"
+
+<Directory />
+    Require all denied
+    AllowOverride None
+</Directory>
+
+<Directory "{self.storage}">
+    Dav On
+    AuthType Basic
+    AuthName "bench"
+    AuthBasicProvider file
+    AuthUserFile "{work}/htpasswd"
+    Require valid-user
+</Directory>
+"""
+
+    def command(self) -> list[str]:
+        return [self.binary, "-f", str(self.conf), "-DFOREGROUND"]
+
+    def start(self, timeout: float = 60) -> None:
+        check = subprocess.run(
+            [self.binary, "-f", str(self.conf), "-t"], capture_output=True, text=True, timeout=30
+        )
+        if check.returncode != 0:
+            raise ServerError(f"apache: config test failed: {check.stderr.strip()}")
+        super().start(timeout)
+
+    def log_tail(self, lines: int = 20) -> str:
+        text = super().log_tail(lines)
+        try:
+            errors = (self.work / "error.log").read_text(errors="replace").splitlines()
+        except OSError:
+            errors = []
+        return "\n".join([text, *errors[-lines:]]).strip()
