@@ -24,7 +24,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from davbox.dav.errors import status_line
+from davbox.http import plain_response, status_line
 
 _log = logging.getLogger("davbox.access")
 _err = logging.getLogger("davbox.errors")
@@ -89,14 +89,20 @@ class Dispatcher:
         try:
             path = environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8")
         except (UnicodeEncodeError, UnicodeDecodeError):
-            return _plain(start_response, 400, "the request path is not valid UTF-8")
+            return plain_response(
+                environ, start_response, 400, "the request path is not valid UTF-8"
+            )
         if any(ord(ch) < 32 or ord(ch) == 127 for ch in path):
-            return _plain(start_response, 400, "the request path contains control characters")
+            return plain_response(
+                environ, start_response, 400, "the request path contains control characters"
+            )
         path = unicodedata.normalize("NFC", path)
         environ["PATH_INFO"] = path.encode("utf-8").decode("latin-1")
         method = environ.get("REQUEST_METHOD", "")
         if method != "PUT" and _declared_length(environ) > MAX_XML_BODY:
-            return _plain(start_response, 413, f"request bodies of {method} are limited to 1 MiB")
+            return plain_response(
+                environ, start_response, 413, f"request bodies of {method} are limited to 1 MiB"
+            )
 
         if method == "OPTIONS" and path in ("/", "*", ""):
             return _server_options(start_response)
@@ -106,7 +112,9 @@ class Dispatcher:
             return self.dav_app(environ, start_response)
         if path == "/" and method in ("GET", "HEAD"):
             return self.start_page(environ, start_response)
-        return _plain(start_response, 404, "nothing here; WebDAV is served under /dav/")
+        return plain_response(
+            environ, start_response, 404, "nothing here; WebDAV is served under /dav/"
+        )
 
 
 def _declared_length(environ: dict[str, Any]) -> int:
@@ -114,15 +122,6 @@ def _declared_length(environ: dict[str, Any]) -> int:
         return int(environ.get("CONTENT_LENGTH") or 0)
     except ValueError:
         return 0
-
-
-def _plain(start_response: Callable[..., Any], code: int, reason: str) -> list[bytes]:
-    body = f"{status_line(code)}: {reason}\n".encode()
-    start_response(
-        status_line(code),
-        [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
-    )
-    return [body]
 
 
 def _server_options(start_response: Callable[..., Any]) -> list[bytes]:

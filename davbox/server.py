@@ -5,6 +5,13 @@ the real port when 0 was asked for), serves until SIGINT/SIGTERM and then
 gives requests in flight ``server.shutdown_timeout`` seconds to finish.
 SIGXFSZ is ignored so a file-size limit surfaces as EFBIG (answered 507)
 instead of killing the process.
+
+Two adjustments to cheroot, both through its documented extension points
+(``gateway`` and ``ConnectionClass``):
+- an app response with ``Connection: close`` really closes the connection, so
+  cheroot does not first read (drain) an upload that was refused unread;
+- response bodies go to the socket with ``sendall`` instead of through
+  cheroot's pure-Python buffered writer, which copied every block twice.
 """
 
 from __future__ import annotations
@@ -15,9 +22,44 @@ import threading
 from typing import Any
 
 from cheroot import wsgi
+from cheroot.makefile import StreamWriter
+from cheroot.server import HTTPConnection
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from davbox.config.schema import Settings, parse_listen
+
+
+class _Gateway(wsgi.Gateway_10):
+    """Honour ``Connection: close`` set by the app (cheroot only honours it for 413)."""
+
+    def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None):  # type: ignore[no-untyped-def]
+        if any(k.lower() == "connection" and v.lower() == "close" for k, v in headers):
+            self.req.close_connection = True
+        return super().start_response(status, headers, exc_info)
+
+
+class _DirectWriter(StreamWriter):
+    """Write each block straight to the socket (no copy into a bytearray buffer)."""
+
+    def write(self, data: Any, *args: Any, **kwargs: Any) -> int:
+        self._checkClosed()
+        view = memoryview(data)
+        with self._write_lock:
+            if self._write_buf:
+                self._flush_unlocked()
+            self.raw._sock.sendall(view)
+        self.bytes_written += len(view)
+        return len(view)
+
+
+class _Connection(HTTPConnection):
+    def __init__(self, server: Any, sock: Any, makefile: Any = None) -> None:
+        if makefile is None:
+            super().__init__(server, sock)
+        else:
+            super().__init__(server, sock, makefile)
+        if type(self.wfile) is StreamWriter:
+            self.wfile = _DirectWriter(sock, "wb", self.wbufsize)
 
 
 def build_server(app: Any, settings: Settings, listen: str | None = None) -> wsgi.Server:
@@ -32,6 +74,8 @@ def build_server(app: Any, settings: Settings, listen: str | None = None) -> wsg
         server_name="davbox",
     )
     server.max_request_header_size = int(settings.server.max_header_size)
+    server.gateway = _Gateway
+    server.ConnectionClass = _Connection
     if settings.server.tls:
         server.ssl_adapter = BuiltinSSLAdapter(settings.server.tls.cert, settings.server.tls.key)
     return server

@@ -322,3 +322,26 @@ def test_xml_bodies_over_1_mib_are_refused(box):
     )
     assert response.status_code == 413
     assert "limited to 1 MiB" in response.text
+
+
+def test_refused_upload_is_answered_without_reading_the_body(box):
+    """A non-member's 1 GiB PUT gets its 404 at once; the server does not swallow the gigabyte."""
+    box.add_user("stranger2")
+    with socket.create_connection(("127.0.0.1", box.port), timeout=10) as sock:
+        sock.sendall(
+            b"PUT /dav/proto/huge.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 1073741824\r\n"
+            b"Authorization: Basic " + _basic("stranger2", PASSWORD) + b"\r\n\r\n" + b"x" * 1000
+        )
+        response = sock.recv(65536)
+    assert response.startswith(b"HTTP/1.1 404 ") or response.startswith(b"HTTP/1.1 403 ")
+    assert b"Connection: close" in response
+
+
+def test_unauthenticated_upload_is_answered_without_reading_the_body(box):
+    with socket.create_connection(("127.0.0.1", box.port), timeout=10) as sock:
+        sock.sendall(
+            b"PUT /dav/proto/huge.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 1073741824\r\n\r\n"
+        )
+        response = sock.recv(65536)
+    assert response.startswith(b"HTTP/1.1 401 ")
+    assert b"Connection: close" in response

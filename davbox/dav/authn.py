@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from davbox.access import AccessService
+from davbox.http import plain_response
 
 
 class BasicAuthMiddleware:
@@ -29,33 +30,28 @@ class BasicAuthMiddleware:
     ) -> Iterable[bytes]:
         header = environ.get("HTTP_AUTHORIZATION", "")
         if not header:
-            return self._refuse(start_response, "authentication required")
+            return self._refuse(environ, start_response, "authentication required")
         scheme, _, value = header.strip().partition(" ")
         if scheme.lower() != "basic":
-            return self._refuse(start_response, "only Basic authentication is supported")
+            return self._refuse(environ, start_response, "only Basic authentication is supported")
         try:
             decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError, ValueError):
-            return self._refuse(start_response, "malformed Authorization header")
+            return self._refuse(environ, start_response, "malformed Authorization header")
         username, sep, password = decoded.partition(":")
         if not sep or not username:
-            return self._refuse(start_response, "malformed Authorization header")
+            return self._refuse(environ, start_response, "malformed Authorization header")
         principal = self.access.authenticate(username, password)
         if principal is None:
-            return self._refuse(start_response, "wrong user name or password")
+            return self._refuse(environ, start_response, "wrong user name or password")
         environ["wsgidav.auth.user_name"] = principal.name
         environ["davbox.principal"] = principal
         environ["davbox.mailboxes"] = self.access.mailboxes_for(principal)
         return self.app(environ, start_response)
 
-    def _refuse(self, start_response: Callable[..., Any], reason: str) -> list[bytes]:
-        body = f"401 Unauthorized: {reason}\n".encode()
-        start_response(
-            "401 Unauthorized",
-            [
-                ("WWW-Authenticate", self.challenge),
-                ("Content-Type", "text/plain; charset=utf-8"),
-                ("Content-Length", str(len(body))),
-            ],
+    def _refuse(
+        self, environ: dict[str, Any], start_response: Callable[..., Any], reason: str
+    ) -> list[bytes]:
+        return plain_response(
+            environ, start_response, 401, reason, [("WWW-Authenticate", self.challenge)]
         )
-        return [body]

@@ -2,9 +2,11 @@
 
 Contract: a ``DAVError`` becomes its status with a readable reason (plain
 text) or, when it carries a DAV precondition, the RFC 4918 XML error body.
-Any other exception is logged with its traceback on the server and answered
-``500`` with a request id: no traceback, path or exception text reaches the
-client. An ``OSError`` for ENOSPC/EDQUOT/EFBIG becomes 507.
+An upload refused before its body was read is answered with
+``Connection: close`` and the body is never read. Any other exception is
+logged with its traceback on the server and answered ``500`` with a request
+id: no traceback, path or exception text reaches the client. An ``OSError``
+for ENOSPC/EDQUOT/EFBIG becomes 507.
 """
 
 from __future__ import annotations
@@ -20,15 +22,10 @@ from wsgidav import util
 from wsgidav.dav_error import DAVError
 from wsgidav.mw.base_mw import BaseMiddleware
 
+from davbox.http import close_if_body_unread, status_line
+
 _log = logging.getLogger("davbox.errors")
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-
-
-def status_line(code: int) -> str:
-    try:
-        return f"{code} {HTTPStatus(code).phrase}"
-    except ValueError:
-        return f"{code} Error"
 
 
 def response_page(error: DAVError) -> tuple[str, bytes]:
@@ -112,6 +109,7 @@ class DavErrorMiddleware(BaseMiddleware):
         except Exception as exc:
             error = _internal(environ, exc)
         status, headers, body = error_response(error)
+        close_if_body_unread(environ, headers)
         start_response(status, headers)
         yield body
 
