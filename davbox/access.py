@@ -122,9 +122,7 @@ class AccessService:
         info: dict[str, tuple[int, str]] = {}
         with self.db.session() as session:
             for box_id, name, key, role in session.execute(query):
-                roles.setdefault(name, set()).add(
-                    str(role.value if hasattr(role, "value") else role)
-                )
+                roles.setdefault(name, set()).add(role.value)
                 info[name] = (box_id, key)
         return {
             name: MailboxAccess(info[name][0], name, info[name][1], frozenset(r))

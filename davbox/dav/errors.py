@@ -65,12 +65,6 @@ def error_response(error: DAVError) -> tuple[str, list[tuple[str, str]], bytes]:
 
 
 class DavErrorMiddleware(BaseMiddleware):
-    def __init__(self, wsgidav_app: Any, next_app: Any, config: dict[str, Any]) -> None:
-        super().__init__(wsgidav_app, next_app, config)
-
-    def is_disabled(self) -> bool:
-        return False
-
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterator[bytes]:

@@ -221,7 +221,8 @@ class _Stored:
     @_native
     def handle_copy(self, dest_path: str, *, depth_infinity: bool) -> bool:
         dest = self.provider.locate(dest_path, self.environ)
-        items = self._walk() if depth_infinity else self._walk()[:1]
+        is_dir = self.st is not None and stat.S_ISDIR(self.st.st_mode)
+        items = self._walk() if depth_infinity else [(self.rel, is_dir)]
         for rel, is_dir in items:
             self.authorize(Operation.LIST if is_dir else Operation.READ, rel)
         self._authorize_destination(items, dest)
