@@ -166,46 +166,25 @@ def test_nfd_names_are_stored_as_nfc(box):
     assert quote(nfc) in listing.text
 
 
+def _propfind_status(url: str, auth: tuple[str, str]) -> int:
+    return requests.request(
+        "PROPFIND", url, headers={"Depth": "0"}, auth=auth, timeout=10
+    ).status_code
+
+
 def test_password_change_and_disable_take_effect_at_once(box):
     box.add_user("changer")
     box.mailbox("changer", changer="member")
     url = box.dav("changer/")
-    assert (
-        requests.request(
-            "PROPFIND", url, headers={"Depth": "0"}, auth=("changer", PASSWORD), timeout=10
-        ).status_code
-        == 207
-    )
-    accounts.set_password(box.database(), "changer", "a-brand-new-password")
+    new = ("changer", "a-brand-new-password")
+    assert _propfind_status(url, ("changer", PASSWORD)) == 207
+    accounts.set_password(box.database(), "changer", new[1])
     time.sleep(1.2)  # auth.refresh_interval
-    assert (
-        requests.request(
-            "PROPFIND", url, headers={"Depth": "0"}, auth=("changer", PASSWORD), timeout=10
-        ).status_code
-        == 401
-    )
-    assert (
-        requests.request(
-            "PROPFIND",
-            url,
-            headers={"Depth": "0"},
-            auth=("changer", "a-brand-new-password"),
-            timeout=10,
-        ).status_code
-        == 207
-    )
+    assert _propfind_status(url, ("changer", PASSWORD)) == 401
+    assert _propfind_status(url, new) == 207
     accounts.set_disabled(box.database(), "changer", True)
     time.sleep(1.2)
-    assert (
-        requests.request(
-            "PROPFIND",
-            url,
-            headers={"Depth": "0"},
-            auth=("changer", "a-brand-new-password"),
-            timeout=10,
-        ).status_code
-        == 401
-    )
+    assert _propfind_status(url, new) == 401
 
 
 def test_dead_properties_and_locks_survive_a_restart(make_server):
