@@ -28,6 +28,7 @@ from davbox.db import Database
 from davbox.dispatcher import DAV_PREFIX, Dispatcher
 from davbox.paths import database_url, storage_root
 from davbox.policies.engine import PolicyEngine
+from davbox.policies.registry import build_policies
 from davbox.providers.identity.sql import SqlIdentityProvider
 from davbox.providers.storage.filesystem import FilesystemStorage
 
@@ -42,7 +43,7 @@ class Runtime:
     engine: PolicyEngine
 
     @classmethod
-    def create(cls, settings: Settings, data_dir: Path) -> Runtime:
+    def create(cls, settings: Settings, data_dir: Path, config_path: Path | None = None) -> Runtime:
         data_dir.mkdir(parents=True, exist_ok=True)
         db = Database(database_url(settings, data_dir))
         db.upgrade()
@@ -53,7 +54,8 @@ class Runtime:
             cache_ttl=settings.auth.cache_ttl,
             refresh_interval=settings.auth.refresh_interval,
         )
-        return cls(settings, data_dir, db, storage, access, PolicyEngine())
+        policies, _ = build_policies(settings.policies, {}, str(config_path or "defaults"))
+        return cls(settings, data_dir, db, storage, access, PolicyEngine(policies))
 
     def dav_config(self) -> dict[str, Any]:
         provider = MailboxProvider(

@@ -13,7 +13,10 @@ Contract:
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from pydantic import BaseModel
 
 
 class Operation(enum.StrEnum):
@@ -52,13 +55,44 @@ class Principal:
 
 
 @dataclass(frozen=True)
+class Usage:
+    """What a mailbox holds now."""
+
+    bytes: int
+    files: int
+
+
+@dataclass(frozen=True)
 class AccessRequest:
+    """One operation on one path, as the provider resolved it.
+
+    ``size`` is the size of the file being stored (declared or known),
+    ``replaced`` the bytes it frees (the overwritten file; for a rename inside
+    the mailbox also the moved file itself), ``new_files`` how many files the
+    mailbox gains, ``head`` the file's first bytes where known (for content
+    checks) and ``usage`` what the mailbox holds now (computed on demand).
+    """
+
     principal: Principal
     mailbox: str
     path: str
     operation: Operation
     roles: frozenset[str]
     size: int | None = None
+    replaced: int = 0
+    new_files: int = 0
+    head: bytes | None = field(default=None, repr=False)
+    usage: Callable[[], Usage] | None = field(default=None, compare=False)
+
+    @property
+    def growth(self) -> int | None:
+        """Bytes the mailbox gains (None while the size is unknown)."""
+        return None if self.size is None else self.size - self.replaced
+
+    @property
+    def name(self) -> str:
+        """The last path segment (the file or folder name)."""
+        return self.path.rstrip("/").rpartition("/")[2]
 
 
 @dataclass(frozen=True)
@@ -77,12 +111,40 @@ class Decision:
         return cls(False, reason, status, rule)
 
 
+@dataclass(frozen=True)
+class UploadLimit:
+    """The most bytes an upload may have, and what to answer past that."""
+
+    max_bytes: int
+    status: int
+    reason: str
+    rule: str = ""
+
+
 class Policy:
-    """Base class of all policies. Subclasses override ``check``."""
+    """Base class of all policies.
+
+    Subclasses set ``name`` (the YAML ``type``) and ``Options`` (a pydantic
+    model of their settings; unknown keys are configuration errors) and
+    override ``check`` and, if they limit upload sizes, ``upload_limit``.
+    The matching rules common to all policies (mailboxes, paths, principals,
+    operations) live in ``policies.matching`` and are applied by the engine
+    before a policy is asked.
+    """
 
     #: Short name used in YAML (``type: name``).
     name = "base"
+    #: pydantic model of this policy's options (besides the matching keys).
+    Options: type[BaseModel] | None = None
+
+    def __init__(self, options: BaseModel | None = None, *, label: str = "") -> None:
+        self.options = options
+        self.label = label or self.name
 
     def check(self, request: AccessRequest) -> Decision | None:
         """Return a Decision, or None for "no opinion" (the default)."""
+        return None
+
+    def upload_limit(self, request: AccessRequest) -> UploadLimit | None:
+        """The largest upload allowed for ``request``, or None for no limit (the default)."""
         return None

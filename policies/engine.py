@@ -1,32 +1,120 @@
 """The policy engine: one place that answers "may this principal do this here?".
 
-Contract: ``PolicyEngine.check(request)`` asks the membership rules and then
-every configured policy in order and returns the first deny it meets; only
-when nobody denies is the answer "allow". A policy that raises counts as a
-deny (fail closed) and is logged without the request's secrets.
+Contract:
+- ``check(request)`` asks the membership rules, then every configured policy
+  whose matching keys fit, in order, and returns the first deny: **any deny
+  wins**; only when nobody denies is the answer "allow". A policy that raises
+  counts as a deny (fail closed) and is logged.
+- Which policies apply to a (principal, mailbox) pair is worked out once and
+  cached, so a PROPFIND of 10,000 files does not match every rule per file;
+  per item only the path and operation are compared.
+- ``upload_limit(request)`` is the smallest byte limit any applicable policy
+  sets (size, quota), for enforcing while an upload streams.
+- ``replace(policies)`` swaps the whole rule set at once (hot reload): a
+  request sees either the old or the new rules, never a mix.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
-from davbox.policies.base import AccessRequest, Decision, Policy
+from davbox.policies.base import AccessRequest, Decision, Operation, Policy, Principal, UploadLimit
+from davbox.policies.matching import Matcher
 from davbox.policies.membership import MembershipPolicy
 
 _log = logging.getLogger("davbox.policy")
 
 
+@dataclass(frozen=True)
+class _Rule:
+    policy: Policy
+    matcher: Matcher
+
+
+@dataclass(frozen=True)
+class Explanation:
+    label: str
+    applies: bool
+    decision: Decision | None
+
+
 class PolicyEngine:
     def __init__(self, policies: list[Policy] | None = None) -> None:
-        self.policies: list[Policy] = [MembershipPolicy(), *(policies or [])]
+        self._membership = MembershipPolicy()
+        self._rules: tuple[_Rule, ...] = ()
+        self._applicable: dict[tuple[object, ...], tuple[_Rule, ...]] = {}
+        self.replace(policies or [])
+
+    @property
+    def policies(self) -> list[Policy]:
+        return [rule.policy for rule in self._rules]
+
+    def replace(self, policies: list[Policy]) -> None:
+        rules = tuple(
+            _Rule(p, Matcher(p.options, getattr(p, "default_operations", frozenset(Operation))))  # type: ignore[arg-type]
+            for p in policies
+        )
+        self._rules, self._applicable = rules, {}
+
+    def _rules_for(self, request: AccessRequest) -> tuple[_Rule, ...]:
+        principal: Principal = request.principal
+        key = (principal, request.mailbox, request.roles)
+        rules, cache = self._rules, self._applicable
+        found = cache.get(key)
+        if found is None:
+            found = tuple(
+                r for r in rules if r.matcher.applies_to(principal, request.mailbox, request.roles)
+            )
+            if len(cache) > 10000:
+                cache.clear()
+            cache[key] = found
+        return found
 
     def check(self, request: AccessRequest) -> Decision:
-        for policy in self.policies:
+        decision = self._membership.check(request)
+        if not decision.allowed:
+            return decision
+        for rule in self._rules_for(request):
+            if not rule.matcher.matches(request):
+                continue
             try:
-                decision = policy.check(request)
+                decision = rule.policy.check(request)
             except Exception:
-                _log.exception("policy %s failed; denying", policy.name)
+                _log.exception("policy %s failed; denying", rule.policy.label)
                 return Decision.deny("the server could not evaluate its access rules", 500)
             if decision is not None and not decision.allowed:
                 return decision
         return Decision.allow()
+
+    def upload_limit(self, request: AccessRequest) -> UploadLimit | None:
+        best: UploadLimit | None = None
+        for rule in self._rules_for(request):
+            if not rule.matcher.matches(request):
+                continue
+            limit = rule.policy.upload_limit(request)
+            if limit is not None and (best is None or limit.max_bytes < best.max_bytes):
+                best = limit
+        return best
+
+    def quota(self, request: AccessRequest) -> int | None:
+        """The smallest byte quota that applies to the mailbox (RFC 4331 properties)."""
+        quotas = [
+            q
+            for rule in self._rules_for(request)
+            if (q := getattr(rule.policy, "quota", lambda: None)()) is not None
+        ]
+        return min(quotas) if quotas else None
+
+    def explain(self, request: AccessRequest) -> tuple[list[Explanation], Decision]:
+        """Every rule with whether it applies and what it says; then the final decision."""
+        lines = [Explanation("membership", True, self._membership.check(request))]
+        applicable = set(map(id, self._rules_for(request)))
+        for rule in self._rules:
+            applies = id(rule) in applicable and rule.matcher.matches(request)
+            lines.append(
+                Explanation(
+                    rule.policy.label, applies, rule.policy.check(request) if applies else None
+                )
+            )
+        return lines, self.check(request)

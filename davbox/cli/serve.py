@@ -29,7 +29,7 @@ def serve(ctx: Context, listen: str | None) -> None:
         except ValueError as exc:
             fail(f"--listen: {exc}")
     setup_logging(settings.logging.level)
-    runtime = Runtime.create(settings, ctx.data_dir)
+    runtime = Runtime.create(settings, ctx.data_dir, ctx.config_path)
     runtime.storage.sweep_temps()
     banner = _first_start(runtime.db)
     try:
@@ -47,6 +47,10 @@ def serve(ctx: Context, listen: str | None) -> None:
         "davbox: log in with a davbox account; map {url}/dav/ as a network drive"
         " or use any WebDAV client. Ctrl+C stops.",
     ]
+    if ctx.config_path is not None:
+        from davbox.reload import PolicyReloader
+
+        PolicyReloader(ctx.config_path, runtime.engine, settings).start()
     try:
         run(server, settings, banner)
     except OSError as exc:

@@ -8,12 +8,11 @@ entry per problem found (all of them, not just the first). Unknown keys get a
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
-from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
+from davbox.config.problems import problems_from
 from davbox.config.schema import Settings
 from davbox.config.yamlsource import ConfigProblem, LineDict, YamlError, load_yaml, resolve_secrets
 
@@ -53,94 +52,15 @@ def settings_from_text(text: str, filename: str) -> Settings:
     if not isinstance(raw, LineDict):
         raise ConfigError([ConfigProblem(filename, 1, "", "the file must be a mapping of keys")])
     data, problems = resolve_secrets(raw, filename)
+    settings = None
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        problems.extend(_problems_from(exc, data, filename))
+        problems.extend(problems_from(exc, data, filename, Settings))
+    if settings is not None:
+        from davbox.policies.registry import build_policies
+
+        problems.extend(build_policies(data.get("policies") or [], data, filename)[1])
     if problems:
         raise ConfigError(sorted(problems, key=lambda p: p.line))
     return settings
-
-
-def _problems_from(exc: ValidationError, data: LineDict, filename: str) -> list[ConfigProblem]:
-    problems = []
-    for error in exc.errors(include_url=False):
-        loc = [part for part in error["loc"] if not _is_union_tag(part)]
-        key_path = _dotted(loc)
-        line = _line_of(data, loc)
-        kind = error["type"]
-        if kind == "extra_forbidden":
-            name = str(loc[-1])
-            known = sorted(_fields_at(Settings, loc[:-1]))
-            hint = difflib.get_close_matches(name, known, n=1)
-            message = f"unknown key '{name}'"
-            message += (
-                f" (did you mean '{hint[0]}'?)" if hint else f" (known keys: {', '.join(known)})"
-            )
-        elif kind == "missing":
-            message = "required key is missing"
-        elif kind == "value_error":
-            message = str(error["ctx"]["error"]) if "ctx" in error else error["msg"]
-        else:
-            message = _lower_first(error["msg"])
-            if "input" in error and not isinstance(error["input"], dict):
-                message += f", got {_shown(error['input'], key_path)}"
-        problems.append(ConfigProblem(filename, line, key_path, message))
-    return problems
-
-
-def _is_union_tag(part: Any) -> bool:
-    # pydantic adds the member type name to the location of errors inside unions.
-    return (isinstance(part, str) and part[:1].isupper()) or part in ("function-after",)
-
-
-def _dotted(loc: list[Any]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _line_of(data: Any, loc: list[Any]) -> int:
-    line = getattr(data, "line", 1)
-    node = data
-    for part in loc:
-        if isinstance(node, LineDict) and part in node:
-            line = node.key_line(part)
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-            node = node[part]
-            line = getattr(node, "line", line)
-        else:
-            break
-    return line
-
-
-def _fields_at(model: type[BaseModel], loc: list[Any]) -> list[str]:
-    for part in loc:
-        field = model.model_fields.get(str(part))
-        sub = _model_of(field.annotation) if field else None
-        if sub is None:
-            return []
-        model = sub
-    return list(model.model_fields)
-
-
-def _model_of(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _model_of(arg)
-        if found:
-            return found
-    return None
-
-
-def _lower_first(text: str) -> str:
-    return text[:1].lower() + text[1:]
-
-
-def _shown(value: Any, key_path: str) -> str:
-    if any(word in key_path for word in ("password", "secret", "key", "token", "url")):
-        return "a value of another type" if not isinstance(value, str) else "a text value"
-    return repr(value)

@@ -7,7 +7,7 @@ number is not an int, ``no`` is not a bool); sizes accept units (``64KiB``).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -87,11 +87,16 @@ class LoggingSettings(_Section):
 
 
 class Settings(_Section):
+    """The whole file. ``policies`` is a list of rules checked by ``davbox.policies.registry``."""
+
     server: ServerSettings = Field(default_factory=ServerSettings)  # type: ignore[arg-type]
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)  # type: ignore[arg-type]
     storage: StorageSettings = Field(default_factory=StorageSettings)  # type: ignore[arg-type]
     auth: AuthSettings = Field(default_factory=AuthSettings)  # type: ignore[arg-type]
     logging: LoggingSettings = Field(default_factory=LoggingSettings)  # type: ignore[arg-type]
+    policies: list[Any] = Field(
+        default_factory=list, description="access and limit rules (see policies/)"
+    )
 
 
 def parse_listen(value: str) -> tuple[str, int]:

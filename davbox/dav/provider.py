@@ -128,11 +128,31 @@ class MailboxProvider(DAVProvider):
 
     # --- authorization seam ---------------------------------------------------
 
-    def _request(
-        self, environ: dict[str, Any], box: MailboxAccess, rel: str, op: Operation, size: int | None
+    def request(
+        self,
+        environ: dict[str, Any],
+        box: MailboxAccess,
+        rel: str,
+        op: Operation,
+        *,
+        size: int | None = None,
+        replaced: int = 0,
+        new_files: int = 0,
+        head: bytes | None = None,
     ) -> AccessRequest:
         principal: Principal = environ["davbox.principal"]
-        return AccessRequest(principal, box.name, rel, op, box.roles, size)
+        return AccessRequest(
+            principal,
+            box.name,
+            rel,
+            op,
+            box.roles,
+            size=size,
+            replaced=replaced,
+            new_files=new_files,
+            head=head,
+            usage=lambda: self.storage.usage(box.storage_key),
+        )
 
     def authorize(
         self,
@@ -140,14 +160,15 @@ class MailboxProvider(DAVProvider):
         box: MailboxAccess,
         rel: str,
         op: Operation,
-        size: int | None = None,
+        **details: Any,
     ) -> None:
-        decision = self.engine.check(self._request(environ, box, rel, op, size))
+        """Raise the policy's refusal as a DAVError (status and reason) unless allowed."""
+        decision = self.engine.check(self.request(environ, box, rel, op, **details))
         if not decision.allowed:
             raise DAVError(decision.status, decision.reason)
 
     def may(self, environ: dict[str, Any], box: MailboxAccess, rel: str, op: Operation) -> bool:
-        return self.engine.check(self._request(environ, box, rel, op, None)).allowed
+        return self.engine.check(self.request(environ, box, rel, op)).allowed
 
     # --- state that follows the bytes -----------------------------------------
 
@@ -193,6 +214,8 @@ class MailboxProvider(DAVProvider):
         if location is not None:
             box, rel, fs_path = location
             self._gate(environ, method, box, rel, fs_path)
+            if method == "PUT":
+                self._check_upload_up_front(environ, box, rel, fs_path)
         elif "/" not in path.strip("/") and method in ("PUT", "MKCOL", "LOCK"):
             raise DAVError(HTTP_FORBIDDEN, TOP_LEVEL_READ_ONLY)
         elif path.strip("/"):
@@ -200,6 +223,50 @@ class MailboxProvider(DAVProvider):
         if method in ("COPY", "MOVE"):
             start_response = _created_when_new(environ, start_response)
         return default_handler(environ, start_response)
+
+    def _check_upload_up_front(
+        self, environ: dict[str, Any], box: MailboxAccess, rel: str, fs_path: Path
+    ) -> None:
+        """Name, type, size and quota of a PUT, judged before its body is read.
+
+        The size is the declared one: Content-Length, Finder's
+        X-Expected-Entity-Length or Nextcloud's OC-Total-Length (the largest).
+        """
+        self.check_name(rel.rpartition("/")[2])
+        try:
+            existing = os.stat(fs_path).st_size if os.path.isfile(fs_path) else None
+        except OSError:
+            existing = None
+        if existing is not None and self.is_own_placeholder(
+            environ, environ["PATH_INFO"], existing
+        ):
+            existing = None  # completing a LOCK-created file counts as creating it
+        self.authorize(
+            environ,
+            box,
+            rel,
+            Operation.CREATE if existing is None else Operation.OVERWRITE,
+            size=declared_size(environ),
+            replaced=existing or 0,
+            new_files=1 if existing is None else 0,
+        )
+
+    def is_own_placeholder(self, environ: dict[str, Any], path: str, size: int) -> bool:
+        """A zero-byte file this caller created by LOCK and still holds the lock on.
+
+        Explorer and Finder create files with LOCK, then PUT, then UNLOCK; a
+        principal who may only create files must be allowed that PUT.
+        """
+        if size != 0 or self.lock_manager is None:
+            return False
+        if "wsgidav.ifLockTokenList" not in environ:
+            util.parse_if_header_dict(environ)
+        tokens = set(environ.get("wsgidav.ifLockTokenList") or [])
+        user = environ.get("wsgidav.user_name")
+        return any(
+            lock["token"] in tokens and lock["principal"] == user
+            for lock in self.lock_manager.get_url_lock_list(self.share_path + path)
+        )
 
     def _gate(
         self, environ: dict[str, Any], method: str, box: MailboxAccess, rel: str, fs_path: Path
@@ -221,6 +288,18 @@ class MailboxProvider(DAVProvider):
             self.authorize(environ, box, rel, Operation.PROPPATCH)
         elif method == "LOCK" and os.path.lexists(fs_path) and not _is_refresh(environ):
             self.authorize(environ, box, rel, Operation.LOCK)
+
+
+def declared_size(environ: dict[str, Any]) -> int | None:
+    """The largest size a PUT announces, or None when it announces none (chunked)."""
+    sizes = []
+    for key in ("CONTENT_LENGTH", "HTTP_X_EXPECTED_ENTITY_LENGTH", "HTTP_OC_TOTAL_LENGTH"):
+        value = environ.get(key, "").strip()
+        if value:
+            if not value.isdigit():
+                raise DAVError(HTTP_BAD_REQUEST, f"invalid {key.removeprefix('HTTP_')} header")
+            sizes.append(int(value))
+    return max(sizes) if sizes else None
 
 
 def _is_refresh(environ: dict[str, Any]) -> bool:

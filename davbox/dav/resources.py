@@ -30,13 +30,14 @@ from wsgidav.dav_provider import DAVCollection, DAVNonCollection
 
 from davbox.access import MailboxAccess
 from davbox.dav.errors import internal_error
-from davbox.policies.base import Operation
+from davbox.policies.base import Operation, UploadLimit
 from davbox.providers.storage.filesystem import AtomicWriter, LengthMismatch, StorageFull
 
 if TYPE_CHECKING:
     from davbox.dav.provider import MailboxProvider
 
 
+HEAD_BYTES = 8192  # leading bytes kept for content checks
 TOP_LEVEL_READ_ONLY = (
     "the top level only lists your mailboxes; put files and folders inside a mailbox"
 )
@@ -134,8 +135,8 @@ class _Stored:
         self.fs_path = fs_path
         self.st = st
 
-    def authorize(self, op: Operation, rel: str | None = None, size: int | None = None) -> None:
-        self.provider.authorize(self.environ, self.box, rel or self.rel, op, size)
+    def authorize(self, op: Operation, rel: str | None = None, **details: Any) -> None:
+        self.provider.authorize(self.environ, self.box, rel or self.rel, op, **details)
 
     def _walk(self) -> list[tuple[str, bool]]:
         """(rel path, is folder) for this item and everything below it, top-down."""
@@ -163,22 +164,44 @@ class _Stored:
             self.authorize(op, rel)
         return items
 
-    def _authorize_destination(self, items: list[tuple[str, bool]], dest: Any) -> None:
-        """Check every item as it will arrive under ``dest`` (a resolved location)."""
+    def _authorize_destination(
+        self, items: list[tuple[str, bool]], dest: Any, *, moving: bool
+    ) -> None:
+        """Check every item as it will arrive under ``dest`` (a resolved location).
+
+        Each file is judged with its own size and first bytes (size, type and
+        content rules) and with the growth of the destination mailbox so far
+        (quota rules): a folder that does not fit as a whole is refused.
+        """
         dest_box, dest_rel, dest_fs = dest
         if dest_rel == "/":
             raise DAVError(HTTP_FORBIDDEN, "a mailbox's top folder cannot be replaced")
+        same_box = moving and dest_box.id == self.box.id
+        growth = new_files = 0
         for rel, is_dir in items:
             suffix = "" if rel == self.rel else rel[len(self.rel.rstrip("/")) :]
             target_rel = dest_rel.rstrip("/") + suffix if suffix else dest_rel
             target_fs = dest_fs / suffix.lstrip("/") if suffix else dest_fs
             if is_dir:
-                op = Operation.MKCOL
-            elif target_fs.is_file():
-                op = Operation.OVERWRITE
-            else:
-                op = Operation.CREATE
-            self.provider.authorize(self.environ, dest_box, target_rel, op, None)
+                self.provider.authorize(self.environ, dest_box, target_rel, Operation.MKCOL)
+                continue
+            source_fs = self.fs_path / suffix.lstrip("/") if suffix else self.fs_path
+            size = source_fs.stat().st_size
+            existing = target_fs.stat().st_size if target_fs.is_file() else None
+            growth += (0 if same_box else size) - (existing or 0)
+            new_files += (0 if same_box else 1) - (0 if existing is None else 1)
+            with open(source_fs, "rb") as handle:
+                head = handle.read(HEAD_BYTES)
+            self.provider.authorize(
+                self.environ,
+                dest_box,
+                target_rel,
+                Operation.CREATE if existing is None else Operation.OVERWRITE,
+                size=size,
+                replaced=size - growth,  # so that the request's growth is the total so far
+                new_files=new_files,
+                head=head,
+            )
 
     def _check_locks(self) -> None:
         """423 if this item or anything below it is locked by someone else.
@@ -201,6 +224,7 @@ class _Stored:
         self._check_locks()
         self.provider.storage.delete(self.fs_path)
         self.provider.forget_tree(self.path)
+        self.provider.storage.usage_changed(self.box.storage_key)
         return True
 
     def delete(self) -> None:
@@ -211,10 +235,11 @@ class _Stored:
         self._refuse_top("moved")
         dest = self.provider.locate(dest_path, self.environ)
         items = self._authorize_tree(Operation.MOVE)
-        self._authorize_destination(items, dest)
+        self._authorize_destination(items, dest, moving=True)
         existed = dest[2].exists()
         self.provider.storage.replace_tree(self.fs_path, dest[2])
         self.provider.moved_tree(self.path, dest_path)
+        self.provider.storage.usage_changed(self.box.storage_key, dest[0].storage_key)
         self.environ["davbox.created"] = not existed
         return True
 
@@ -225,7 +250,7 @@ class _Stored:
         items = self._walk() if depth_infinity else [(self.rel, is_dir)]
         for rel, is_dir in items:
             self.authorize(Operation.LIST if is_dir else Operation.READ, rel)
-        self._authorize_destination(items, dest)
+        self._authorize_destination(items, dest, moving=False)
         existed = dest[2].exists()
         storage = self.provider.storage
         if items[0][1] and depth_infinity:
@@ -239,6 +264,7 @@ class _Stored:
                 storage.delete(dest[2])
             storage.copy_file(self.fs_path, dest[2], self.provider.block_size)
         self.provider.copied_tree(self.path, dest_path, with_children=depth_infinity)
+        storage.usage_changed(dest[0].storage_key)
         self.environ["davbox.created"] = not existed
         return True
 
@@ -298,7 +324,7 @@ class MailboxFolder(_Stored, DAVCollection):
         rel = util.join_uri(self.rel, name)
         path = util.join_uri(self.path, name)
         self.provider.check_name(name)
-        self.authorize(Operation.CREATE, rel)
+        self.authorize(Operation.CREATE, rel, size=0, new_files=1)
         fs_path = self.fs_path / name
         if self.environ.get("REQUEST_METHOD") == "PUT":
             # The upload itself creates the file, atomically, in begin_write().
@@ -309,6 +335,7 @@ class MailboxFolder(_Stored, DAVCollection):
             pass
         except OSError as exc:
             raise storage_error(exc) from exc
+        self.provider.storage.usage_changed(self.box.storage_key)
         return MailboxFile(path, self.environ, self.box, rel, fs_path, fs_path.stat())
 
     def create_collection(self, name: str) -> None:
@@ -320,10 +347,15 @@ class MailboxFolder(_Stored, DAVCollection):
             raise storage_error(exc) from exc
 
     def get_used_bytes(self) -> int:
-        return 0
+        """RFC 4331: what the mailbox holds (not the disk)."""
+        return self.provider.storage.usage(self.box.storage_key).bytes
 
-    def get_available_bytes(self) -> None:
-        return None
+    def get_available_bytes(self) -> int | None:
+        """RFC 4331: what the mailbox's quota still allows (None without a quota)."""
+        quota = self.provider.engine.quota(
+            self.provider.request(self.environ, self.box, self.rel, Operation.CREATE)
+        )
+        return None if quota is None else max(0, quota - self.get_used_bytes())
 
 
 class MailboxFile(_Stored, DAVNonCollection):
@@ -365,19 +397,31 @@ class MailboxFile(_Stored, DAVNonCollection):
         self.authorize(Operation.READ)
         return open(self.fs_path, "rb", buffering=0)
 
-    def begin_write(self, *, content_type: str | None = None) -> AtomicWriter:
-        if self.st is None:
-            self.authorize(Operation.CREATE)
-        elif not self._own_lock_placeholder():
-            self.authorize(Operation.OVERWRITE)
+    def begin_write(self, *, content_type: str | None = None) -> _DavSink:
+        """Start an upload: checked now, bounded while streaming, checked again at the end."""
+        creating = self.st is None or self._own_lock_placeholder()
+        op = Operation.CREATE if creating else Operation.OVERWRITE
+        details: dict[str, Any] = {
+            "replaced": self.st.st_size if self.st else 0,
+            "new_files": 1 if self.st is None else 0,
+        }
+        self.authorize(op, **details)
+        provider = self.provider
+        limit = provider.engine.upload_limit(
+            provider.request(self.environ, self.box, self.rel, op, **details)
+        )
         expected = self.environ.get("CONTENT_LENGTH") or None
         try:
-            self._writer = self.provider.storage.writer(
+            self._writer = provider.storage.writer(
                 self.fs_path, int(expected) if expected is not None else None
             )
         except OSError as exc:
             raise storage_error(exc) from exc
-        return _DavSink(self._writer)
+
+        def verify(received: int, head: bytes) -> None:
+            self.authorize(op, size=received, head=head, **details)
+
+        return _DavSink(self._writer, limit, verify)
 
     def end_write(self, *, with_errors: bool) -> None:
         writer = self._writer
@@ -388,33 +432,40 @@ class MailboxFile(_Stored, DAVNonCollection):
             writer.abort()
             return
         self.st = self.fs_path.stat()
+        self.provider.storage.usage_changed(self.box.storage_key)
 
     def _own_lock_placeholder(self) -> bool:
-        """A zero-byte file this caller created by LOCK and still holds the lock on.
-
-        Explorer and Finder create files with LOCK, then PUT, then UNLOCK; a
-        principal who may only create files must be allowed that PUT.
-        """
-        if self.st is None or self.st.st_size != 0:
-            return False
-        lock_manager = self.provider.lock_manager
-        if lock_manager is None:
-            return False
-        tokens = set(self.environ.get("wsgidav.ifLockTokenList") or [])
-        user = self.environ.get("wsgidav.user_name")
-        for lock in lock_manager.get_url_lock_list(self.get_ref_url()):
-            if lock["token"] in tokens and lock["principal"] == user:
-                return True
-        return False
+        return self.st is not None and self.provider.is_own_placeholder(
+            self.environ, self.path, self.st.st_size
+        )
 
 
 class _DavSink:
-    """Adapts AtomicWriter to the sink WsgiDAV writes to: storage errors become DAV errors."""
+    """The sink WsgiDAV writes an upload to.
 
-    def __init__(self, writer: AtomicWriter) -> None:
+    Counts bytes against the policies' upload limit (refusing at limit+1, so a
+    chunked body over the limit stores nothing), keeps the first bytes for
+    content checks, asks the policies once more with the real size and those
+    bytes before committing, and turns storage errors into DAV errors.
+    """
+
+    def __init__(
+        self,
+        writer: AtomicWriter,
+        limit: UploadLimit | None,
+        verify: Callable[[int, bytes], None],
+    ) -> None:
         self.writer = writer
+        self.limit = limit
+        self.verify = verify
+        self.head = b""
 
     def write(self, data: bytes) -> int:
+        limit = self.limit
+        if limit is not None and self.writer.received + len(data) > limit.max_bytes:
+            raise DAVError(limit.status, f"{limit.reason}; nothing was stored")
+        if len(self.head) < HEAD_BYTES:
+            self.head += bytes(data[: HEAD_BYTES - len(self.head)])
         try:
             return self.writer.write(data)
         except StorageFull as exc:
@@ -443,6 +494,10 @@ class _DavSink:
             self.write(data)
 
     def close(self) -> None:
+        writer = self.writer
+        if writer.expected_length is not None and writer.received != writer.expected_length:
+            raise storage_error(LengthMismatch(writer.received, writer.expected_length))
+        self.verify(writer.received, self.head)
         try:
             self.writer.commit()
         except (StorageFull, LengthMismatch) as exc:

@@ -31,9 +31,12 @@ import socket
 import time
 from pathlib import Path
 
+from davbox.policies.base import Usage
+
 _log = logging.getLogger("davbox.storage")
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _HOST = socket.gethostname().replace(".", "_")
+USAGE_TTL = 5.0
 
 
 class StorageFull(Exception):
@@ -63,6 +66,7 @@ class FilesystemStorage:
         self.mailboxes.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
         self._known: set[str] = set()  # mailbox folders known to exist
+        self._usage: dict[str, tuple[Usage, float]] = {}
 
     def mailbox_dir(self, storage_key: str) -> Path:
         """The mailbox's folder (created on first use)."""
@@ -71,6 +75,30 @@ class FilesystemStorage:
             path.mkdir(exist_ok=True)
             self._known.add(storage_key)
         return path
+
+    def usage(self, storage_key: str) -> Usage:
+        """Bytes and files a mailbox holds (walked at most every USAGE_TTL seconds).
+
+        Changes made through this process drop the cached figure at once
+        (``usage_changed``); changes by other processes show within the TTL.
+        """
+        now = time.monotonic()
+        cached = self._usage.get(storage_key)
+        if cached is not None and now - cached[1] < USAGE_TTL:
+            return cached[0]
+        total = files = 0
+        for folder, _dirs, names in os.walk(self.mailbox_dir(storage_key)):
+            for name in names:
+                with contextlib.suppress(FileNotFoundError):
+                    total += os.lstat(os.path.join(folder, name)).st_size
+                    files += 1
+        usage = Usage(total, files)
+        self._usage[storage_key] = (usage, now)
+        return usage
+
+    def usage_changed(self, *storage_keys: str) -> None:
+        for key in storage_keys:
+            self._usage.pop(key, None)
 
     def remove_mailbox(self, storage_key: str) -> None:
         path = self.mailboxes / storage_key
