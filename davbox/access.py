@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from sqlalchemy import or_, select
 
 from davbox.db import Database
-from davbox.db.models import GroupMember, Mailbox, MailboxGrant, User
+from davbox.db.models import Group, GroupMember, Mailbox, MailboxGrant, User
 from davbox.policies.base import Principal
 from davbox.providers.identity import IdentityProvider
 
@@ -89,12 +89,32 @@ class AccessService:
         for provider in self.providers:
             identity = provider.verify(username, password)
             if identity is not None:
-                principal = Principal("user", identity.name, identity.user_id)
+                groups = self._groups_of(identity.user_id)
+                principal = Principal("user", identity.name, identity.user_id, groups)
                 if self.cache_ttl > 0:
                     with self._lock:
                         self._credentials[key] = (principal, time.monotonic() + self.cache_ttl)
                 return principal
         return None
+
+    def principal_for(self, username: str) -> Principal | None:
+        """The principal of an existing, enabled account (no password check: admin tools)."""
+        with self.db.session() as session:
+            row = session.execute(
+                select(User.id, User.name).where(User.name == username, User.disabled.is_(False))
+            ).first()
+        if row is None:
+            return None
+        return Principal("user", row.name, row.id, self._groups_of(row.id))
+
+    def _groups_of(self, user_id: int) -> frozenset[str]:
+        with self.db.session() as session:
+            names = session.execute(
+                select(Group.name)
+                .join(GroupMember, GroupMember.group_id == Group.id)
+                .where(GroupMember.user_id == user_id)
+            ).scalars()
+            return frozenset(names)
 
     def mailboxes_for(self, principal: Principal) -> dict[str, MailboxAccess]:
         if principal.user_id is None:
