@@ -41,9 +41,8 @@ def policy_check(ctx: Context, file: Path | None) -> None:
         settings = load_settings(path)
     except ConfigError as exc:
         config_failed(exc)
-    click.echo(
-        f"{path}: valid, {len(settings.policies)} polic{'y' if len(settings.policies) == 1 else 'ies'}"
-    )
+    count = len(settings.policies)
+    click.echo(f"{path}: valid, {count} polic{'y' if count == 1 else 'ies'}")
 
 
 @policy.command("explain")
