@@ -60,7 +60,7 @@ def principal_match(principal: Principal, roles: frozenset[str], patterns: list[
 
 
 class Matcher:
-    """Decides whether a rule applies: per (principal, mailbox) once, then per path and operation."""
+    """Whether a rule applies: per (principal, mailbox) once, then per path and operation."""
 
     def __init__(
         self, options: MatchOptions | None, default_operations: frozenset[Operation]
