@@ -14,6 +14,7 @@ from tests.davserver import PASSWORD
 
 pytestmark = pytest.mark.clients
 
+ROOT = Path(__file__).resolve().parent.parent
 SUMMARY = re.compile(r"<- summary for `(\w+)': of (\d+) tests run: (\d+) passed, (\d+) failed")
 
 
@@ -24,15 +25,16 @@ def _require(program: str) -> str:
     return path
 
 
-def test_litmus_passes_all_104_tests_as_a_member(shared_server, tmp_path):
+def run_litmus(server, mailbox: str, cwd: Path) -> tuple[int, int, int, str]:
+    """(tests run, passed, failed, output) of litmus as a member of ``mailbox``."""
     litmus = _require("litmus")
-    shared_server.add_user("litmus-member")
-    shared_server.mailbox("litmus", **{"litmus-member": "member"})
+    server.add_user(f"{mailbox}-member")
+    server.mailbox(mailbox, **{f"{mailbox}-member": "member"})
     result = subprocess.run(
-        [litmus, "-k", shared_server.dav("litmus/"), "litmus-member", PASSWORD],
+        [litmus, "-k", server.dav(f"{mailbox}/"), f"{mailbox}-member", PASSWORD],
         capture_output=True,
         text=True,
-        cwd=tmp_path,
+        cwd=cwd,
         timeout=300,
     )
     # litmus -k exits 0 even when tests fail: the summary lines are the verdict.
@@ -41,7 +43,18 @@ def test_litmus_passes_all_104_tests_as_a_member(shared_server, tmp_path):
     run = sum(s[0] for s in summaries.values())
     passed = sum(s[1] for s in summaries.values())
     failed = sum(s[2] for s in summaries.values())
-    assert (run, passed, failed) == (104, 104, 0), result.stdout
+    return run, passed, failed, result.stdout
+
+
+def test_litmus_passes_all_104_tests_as_a_member(shared_server, tmp_path):
+    run, passed, failed, out = run_litmus(shared_server, "litmus", tmp_path)
+    assert (run, passed, failed) == (104, 104, 0), out
+
+
+def test_litmus_passes_with_the_example_policies_active(make_server, tmp_path):
+    server = make_server("policies", config=ROOT / "config.example.yaml")
+    run, passed, failed, out = run_litmus(server, "litmus", tmp_path)
+    assert (run, passed, failed) == (104, 104, 0), out
 
 
 def test_cadaver_session(shared_server, tmp_path):
