@@ -26,6 +26,7 @@ from davbox.dav.props import SqlPropertyManager
 from davbox.dav.provider import MailboxProvider
 from davbox.db import Database
 from davbox.dispatcher import DAV_PREFIX, Dispatcher
+from davbox.events import EventBus
 from davbox.paths import database_url, storage_root
 from davbox.policies.engine import PolicyEngine
 from davbox.policies.registry import build_policies
@@ -41,6 +42,7 @@ class Runtime:
     storage: FilesystemStorage
     access: AccessService
     engine: PolicyEngine
+    events: EventBus
 
     @classmethod
     def create(cls, settings: Settings, data_dir: Path, config_path: Path | None = None) -> Runtime:
@@ -55,7 +57,7 @@ class Runtime:
             refresh_interval=settings.auth.refresh_interval,
         )
         policies, _ = build_policies(settings.policies, {}, str(config_path or "defaults"))
-        return cls(settings, data_dir, db, storage, access, PolicyEngine(policies))
+        return cls(settings, data_dir, db, storage, access, PolicyEngine(policies), EventBus())
 
     def dav_config(self) -> dict[str, Any]:
         provider = MailboxProvider(
@@ -63,6 +65,7 @@ class Runtime:
             self.engine,
             self.access,
             block_size=int(self.settings.storage.block_size),
+            events=self.events,
         )
         return {
             "provider_mapping": {"/": provider},

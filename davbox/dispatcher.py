@@ -46,6 +46,7 @@ class Dispatcher:
     ) -> Iterator[bytes]:
         started = time.monotonic()
         outcome: dict[str, Any] = {"status": "-"}
+        environ["davbox.request_id"] = secrets.token_hex(8)
 
         def recording_start_response(
             status: str, headers: list[tuple[str, str]], exc_info: Any = None

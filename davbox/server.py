@@ -41,13 +41,13 @@ class _Gateway(wsgi.Gateway_10):
 class _DirectWriter(StreamWriter):
     """Write each block straight to the socket (no copy into a bytearray buffer)."""
 
-    def write(self, data: Any, *args: Any, **kwargs: Any) -> int:
+    def write(self, val: Any, *args: Any, **kwargs: Any) -> int:  # type: ignore[override]
         self._checkClosed()
-        view = memoryview(data)
-        with self._write_lock:
-            if self._write_buf:
-                self._flush_unlocked()
-            self.raw._sock.sendall(view)
+        view = memoryview(val)
+        with self._write_lock:  # type: ignore[attr-defined]
+            if self._write_buf:  # type: ignore[attr-defined]
+                self._flush_unlocked()  # type: ignore[attr-defined]
+            self.raw._sock.sendall(view)  # type: ignore[attr-defined]
         self.bytes_written += len(view)
         return len(view)
 

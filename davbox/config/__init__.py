@@ -61,6 +61,6 @@ def settings_from_text(text: str, filename: str) -> Settings:
         from davbox.policies.registry import build_policies
 
         problems.extend(build_policies(data.get("policies") or [], data, filename)[1])
-    if problems:
+    if problems or settings is None:
         raise ConfigError(sorted(problems, key=lambda p: p.line))
     return settings

@@ -6,7 +6,8 @@ Contract:
   (``/<mailbox>/<path>``), the one canonical URL of every stored object.
 - A mailbox the caller has no role in does not exist for them: 404, never 403.
 - ``authorize`` is the authorization seam: it builds an ``AccessRequest`` and
-  raises ``DAVError`` with the policy's status and reason on deny.
+  on deny emits an ``AccessRefused`` event and raises ``DAVError`` with the
+  policy's status and reason (``may`` asks without emitting: internal probes).
 - ``custom_request_handler`` answers request-level refusals before the body is
   read: PROPFIND with ``Depth: infinity``, content a caller may not read or
   list, LOCK of existing resources without the lock right.
@@ -19,7 +20,7 @@ import stat
 import unicodedata
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from wsgidav import util
 from wsgidav.dav_error import (
@@ -38,7 +39,8 @@ from davbox.dav.resources import (
     MailboxFolder,
     RootCollection,
 )
-from davbox.policies.base import AccessRequest, Operation, Principal
+from davbox.events import AccessRefused, EventBus, request_context
+from davbox.policies.base import AccessRequest, Decision, Operation, Principal
 from davbox.policies.engine import PolicyEngine
 from davbox.providers.storage.filesystem import FilesystemStorage
 
@@ -53,11 +55,13 @@ class MailboxProvider(DAVProvider):
         access: AccessService,
         *,
         block_size: int,
+        events: EventBus | None = None,
     ) -> None:
         super().__init__()
         self.storage = storage
         self.engine = engine
         self.access = access
+        self.events = events or EventBus()
         self.block_size = block_size
 
     def __repr__(self) -> str:
@@ -165,7 +169,29 @@ class MailboxProvider(DAVProvider):
         """Raise the policy's refusal as a DAVError (status and reason) unless allowed."""
         decision = self.engine.check(self.request(environ, box, rel, op, **details))
         if not decision.allowed:
-            raise DAVError(decision.status, decision.reason)
+            self.refuse(environ, box, rel, op, decision)
+
+    def refuse(
+        self,
+        environ: dict[str, Any],
+        box: MailboxAccess,
+        rel: str,
+        op: Operation,
+        decision: Decision,
+    ) -> NoReturn:
+        """Emit the refusal as an event, then raise it as the client's answer."""
+        self.events.emit(
+            AccessRefused(
+                **request_context(environ),
+                mailbox=box.name,
+                path=rel,
+                operation=op.value,
+                status=decision.status,
+                rule=decision.rule,
+                reason=decision.reason,
+            )
+        )
+        raise DAVError(decision.status, decision.reason)
 
     def may(self, environ: dict[str, Any], box: MailboxAccess, rel: str, op: Operation) -> bool:
         return self.engine.check(self.request(environ, box, rel, op)).allowed

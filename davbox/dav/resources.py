@@ -30,7 +30,7 @@ from wsgidav.dav_provider import DAVCollection, DAVNonCollection
 
 from davbox.access import MailboxAccess
 from davbox.dav.errors import internal_error
-from davbox.policies.base import Operation, UploadLimit
+from davbox.policies.base import Decision, Operation, UploadLimit
 from davbox.providers.storage.filesystem import AtomicWriter, LengthMismatch, StorageFull
 
 if TYPE_CHECKING:
@@ -421,7 +421,12 @@ class MailboxFile(_Stored, DAVNonCollection):
         def verify(received: int, head: bytes) -> None:
             self.authorize(op, size=received, head=head, **details)
 
-        return _DavSink(self._writer, limit, verify)
+        def over_limit(limit: UploadLimit) -> None:
+            reason = f"{limit.reason}; nothing was stored"
+            decision = Decision.deny(reason, limit.status, limit.rule)
+            provider.refuse(self.environ, self.box, self.rel, op, decision)
+
+        return _DavSink(self._writer, limit, verify, over_limit)
 
     def end_write(self, *, with_errors: bool) -> None:
         writer = self._writer
@@ -454,16 +459,18 @@ class _DavSink:
         writer: AtomicWriter,
         limit: UploadLimit | None,
         verify: Callable[[int, bytes], None],
+        over_limit: Callable[[UploadLimit], None],
     ) -> None:
         self.writer = writer
         self.limit = limit
         self.verify = verify
+        self.over_limit = over_limit
         self.head = b""
 
     def write(self, data: bytes) -> int:
         limit = self.limit
         if limit is not None and self.writer.received + len(data) > limit.max_bytes:
-            raise DAVError(limit.status, f"{limit.reason}; nothing was stored")
+            self.over_limit(limit)
         if len(self.head) < HEAD_BYTES:
             self.head += bytes(data[: HEAD_BYTES - len(self.head)])
         try:
