@@ -22,4 +22,5 @@ fi
 
 python3 -m pip install -q -e ".[test]"
 python3 -m ruff check .
+python3 -m mypy davbox
 python3 -m pytest "$@"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 import unicodedata
@@ -324,3 +325,25 @@ def test_unauthenticated_upload_is_answered_without_reading_the_body(box):
         response = sock.recv(65536)
     assert response.startswith(b"HTTP/1.1 401 ")
     assert b"Connection: close" in response
+
+
+def test_refusals_are_events_with_request_id_actor_and_rule(box):
+    box.add_user("peeker")
+    box.mailbox("proto-ro", peeker="reader")
+    response = requests.put(
+        box.dav("proto-ro/x.txt"), data=b"x", auth=("peeker", PASSWORD), timeout=10
+    )
+    assert response.status_code == 403
+    deadline = time.monotonic() + 5
+    while "access-refused" not in box.log_path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    line = next(
+        line
+        for line in box.log_path.read_text().splitlines()
+        if "access-refused" in line and "actor='peeker'" in line
+    )
+    assert (
+        "mailbox='proto-ro' path='/x.txt' operation='create' status=403 rule='membership'" in line
+    )
+    assert re.search(r"request_id='[0-9a-f]{16}'", line)
+    assert "client='127.0.0.1'" in line
