@@ -8,7 +8,10 @@ Contract: ``content_matches(ext, head)`` gets the lower-case extension and
 the first bytes of the file (4 KiB or more). It returns False when:
 - the content is an executable (Windows PE, ELF, Mach-O), whatever the name;
 - the extension belongs to a known family and the detected type does not;
-- a text extension (txt, csv, ...) holds binary data (NUL bytes).
+- a text extension (txt, csv, ...) holds binary data (NUL bytes) or a file of
+  a binary family above (a PDF or a ZIP named .txt); text formats that have a
+  signature of their own (XML, JSON, e-mail) and chance matches ("BMI ..."
+  reads like a bitmap header) are still text.
 Unknown extensions with unrecognised content pass (nothing to compare with);
 restrict types with an allow-list.
 """
@@ -56,6 +59,18 @@ _TEXT = frozenset({"txt", "csv", "xml", "json", "md", "log"})
 _NO_SIGNATURE = frozenset({"lzma"})  # raw LZMA streams carry no magic bytes
 _EXECUTABLE = frozenset({"exe", "dll", "sys", "scr", "com", "drv", "ocx", "msi", "appimage"})
 _EXECUTABLE_MIME = ("portable-executable", "x-executable", "x-mach-binary", "x-dosexec", "x-elf")
+# ELF and Mach-O (32/64 bit, either byte order, universal): puremagic names Mach-O
+# without a MIME type or extension, so the markers above miss it.
+_EXECUTABLE_MAGIC = (
+    b"\x7fELF",
+    b"\xfe\xed\xfa\xce",
+    b"\xce\xfa\xed\xfe",
+    b"\xfe\xed\xfa\xcf",
+    b"\xcf\xfa\xed\xfe",
+    b"\xca\xfe\xba\xbe",
+)
+# Families whose content is never plain text (PostScript is).
+_BINARY = frozenset().union(*(f for f in _FAMILIES if "ps" not in f))
 
 
 def _detect(head: bytes) -> tuple[set[str], bool]:
@@ -70,7 +85,7 @@ def _detect(head: bytes) -> tuple[set[str], bool]:
         or "elf" in (m.name or "").lower().split()
         for m in matches
     )
-    if head.startswith(b"\x7fELF"):
+    if head.startswith(_EXECUTABLE_MAGIC):
         executable = True
     return found - {""}, executable
 
@@ -82,7 +97,7 @@ def content_matches(ext: str, head: bytes) -> bool:
     if executable:
         return False
     if ext in _TEXT:
-        return b"\x00" not in head and not detected
+        return b"\x00" not in head and not (detected & _BINARY)
     family = next((f for f in _FAMILIES if ext in f), None)
     if family is None:
         return True

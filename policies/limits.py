@@ -47,9 +47,10 @@ class SizePolicy(Policy):
     def check(self, request: AccessRequest) -> Decision | None:
         limit = self.options.max_file_size  # type: ignore[union-attr]
         if request.size is not None and request.size > limit:
-            return Decision.deny(
-                f"{self._reason(request)} (this file has {human(request.size)})", 413, self.label
-            )
+            size = human(request.size)
+            if size == human(limit):  # 1000001 bytes is "1 MB" too: say what is over
+                size = f"{request.size} bytes, the limit is {int(limit)}"
+            return Decision.deny(f"{self._reason(request)} (this file has {size})", 413, self.label)
         return None
 
     def upload_limit(self, request: AccessRequest) -> UploadLimit:
@@ -80,16 +81,14 @@ class ExtensionPolicy(Policy):
     def check(self, request: AccessRequest) -> Decision | None:
         options: ExtensionOptions = self.options  # type: ignore[assignment]
         ext = extension_of(request.name)
-        shown = f".{ext}" if ext else "without an extension"
+        files = f"files of type .{ext}" if ext else "files without an extension"
         where = f"mailbox '{request.mailbox}'"
         if options.deny is not None and ext in options.deny:
-            return Decision.deny(
-                f"files of type {shown} are not accepted in {where}", 415, self.label
-            )
+            return Decision.deny(f"{files} are not accepted in {where}", 415, self.label)
         if options.allow is not None and ext not in options.allow:
             allowed = ", ".join(a for a in options.allow if a) or "none"
             return Decision.deny(
-                f"files of type {shown} are not accepted in {where}; allowed: {allowed}",
+                f"{files} are not accepted in {where}; allowed: {allowed}",
                 415,
                 self.label,
             )

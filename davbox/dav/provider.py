@@ -263,15 +263,16 @@ class MailboxProvider(DAVProvider):
             existing = os.stat(fs_path).st_size if os.path.isfile(fs_path) else None
         except OSError:
             existing = None
-        if existing is not None and self.is_own_placeholder(
+        # Completing a LOCK-created file counts as creating it; the placeholder
+        # is already one of the mailbox's files (max_files), so none is added.
+        placeholder = existing is not None and self.is_own_placeholder(
             environ, environ["PATH_INFO"], existing
-        ):
-            existing = None  # completing a LOCK-created file counts as creating it
+        )
         self.authorize(
             environ,
             box,
             rel,
-            Operation.CREATE if existing is None else Operation.OVERWRITE,
+            Operation.CREATE if existing is None or placeholder else Operation.OVERWRITE,
             size=declared_size(environ),
             replaced=existing or 0,
             new_files=1 if existing is None else 0,
@@ -319,11 +320,16 @@ class MailboxProvider(DAVProvider):
 def declared_size(environ: dict[str, Any]) -> int | None:
     """The largest size a PUT announces, or None when it announces none (chunked)."""
     sizes = []
-    for key in ("CONTENT_LENGTH", "HTTP_X_EXPECTED_ENTITY_LENGTH", "HTTP_OC_TOTAL_LENGTH"):
+    for key, header in (
+        ("CONTENT_LENGTH", "Content-Length"),
+        ("HTTP_X_EXPECTED_ENTITY_LENGTH", "X-Expected-Entity-Length"),
+        ("HTTP_OC_TOTAL_LENGTH", "OC-Total-Length"),
+    ):
         value = environ.get(key, "").strip()
         if value:
-            if not value.isdigit():
-                raise DAVError(HTTP_BAD_REQUEST, f"invalid {key.removeprefix('HTTP_')} header")
+            # isdigit() alone takes "²" (latin-1 superscript two), which int() refuses.
+            if not (value.isascii() and value.isdigit()):
+                raise DAVError(HTTP_BAD_REQUEST, f"invalid {header} header")
             sizes.append(int(value))
     return max(sizes) if sizes else None
 
