@@ -1,7 +1,7 @@
 """Turn errors inside WsgiDAV into clean HTTP answers (replaces WsgiDAV's ErrorPrinter).
 
-Contract: a ``DAVError`` becomes its status with a readable reason (plain
-text) or, when it carries a DAV precondition, the RFC 4918 XML error body.
+Contract: a ``DAVError`` becomes its status with a DAV error body carrying a
+readable reason (``response_page``).
 An upload refused before its body was read is answered with
 ``Connection: close`` and the body is never read. Any other exception is
 logged with its traceback on the server and answered ``500`` with a request
@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import logging
 import secrets
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import Any
@@ -25,14 +26,20 @@ from wsgidav.mw.base_mw import BaseMiddleware
 from davbox.http import close_if_body_unread, status_line
 
 _log = logging.getLogger("davbox.errors")
+SABRE_NS = "http://sabredav.org/ns"
+ET.register_namespace("d", "DAV:")
+ET.register_namespace("s", SABRE_NS)
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 def response_page(error: DAVError) -> tuple[str, bytes]:
-    """(content type, body) for a DAVError: the DAV precondition XML, or one line of text.
+    """(content type, body) for a DAVError: a DAV error document with a readable message.
 
-    The body names the status and the reason given where the error was raised;
-    it never contains the source exception (paths, SQL, library internals).
+    With a DAV precondition, RFC 4918's ``<D:error>`` naming it. Otherwise a
+    ``<d:error>`` carrying ``<s:message>`` in the SabreDAV namespace, which
+    ownCloud/Nextcloud clients show to their users. The message is the reason
+    given where the error was raised; never the source exception (paths, SQL,
+    library internals).
     """
     code = error.value
     if error.err_condition is not None:
@@ -45,8 +52,11 @@ def response_page(error: DAVError) -> tuple[str, bytes]:
             reason = HTTPStatus(code).description
         except ValueError:
             reason = ""
-    body = f"{status_line(code)}: {reason}\n" if reason else f"{status_line(code)}\n"
-    return "text/plain; charset=utf-8", body.encode()
+    root = ET.Element("{DAV:}error")
+    ET.SubElement(root, f"{{{SABRE_NS}}}exception").text = status_line(code)
+    ET.SubElement(root, f"{{{SABRE_NS}}}message").text = reason
+    body = ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
+    return "application/xml; charset=utf-8", body
 
 
 def install_response_pages() -> None:
