@@ -48,7 +48,7 @@ WRITE_OPERATIONS = frozenset(
 class Principal:
     """Who is asking: an authenticated account (later also share links)."""
 
-    kind: str  # "user"
+    kind: str  # "user", "link" (a share link) or "anonymous"
     name: str
     user_id: int | None = None
     groups: frozenset[str] = field(default_factory=frozenset)

@@ -5,7 +5,8 @@ YAML keys (all optional)::
     name: a label shown in refusals, logs and `davbox policy explain`
     mailboxes: ["*"]          # globs on the mailbox name; "!glob" excludes
     paths: ["*"]              # globs on the path inside the mailbox ("/in/*")
-    principals: ["*"]         # "alice", "@group", "role:dropper", "user", "*"
+    principals: ["*"]         # "alice", "@group", "role:dropper", "user", "link",
+                              # "anonymous", "*"
     operations: [create, overwrite]   # default: what the policy is about
 
 Globs are ``fnmatch`` patterns, case-sensitive; ``*`` also matches ``/``. A
@@ -46,8 +47,8 @@ def principal_match(principal: Principal, roles: frozenset[str], patterns: list[
     def one(pattern: str) -> bool:
         if pattern == "*":
             return True
-        if pattern == "user":
-            return principal.kind == "user"
+        if pattern in ("user", "link", "anonymous"):
+            return principal.kind == pattern
         if pattern.startswith("@"):
             return pattern[1:] in principal.groups
         if pattern.startswith("role:"):

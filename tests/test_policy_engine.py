@@ -198,6 +198,15 @@ def test_policy_problems_name_file_line_and_key(text, expected):
     assert any(str(p).startswith(expected) for p in info.value.problems), info.value.problems
 
 
+def test_principal_kinds_match():
+    engine = engine_from(
+        "policies:\n  - type: deny\n    principals: [link, anonymous]\n    reason: no\n"
+    )
+    link = Principal("link", "abc123")
+    assert not engine.check(req(link, "inbox", "/a", "read")).allowed
+    assert engine.check(req(ALICE, "inbox", "/a", "read")).allowed
+
+
 def test_installing_a_policy_changes_nothing_until_named():
     assert (
         engine_from("policies: []\n")
