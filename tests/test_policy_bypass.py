@@ -23,7 +23,6 @@ import unicodedata
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import quote, unquote
 from xml.etree import ElementTree
 
