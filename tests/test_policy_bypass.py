@@ -2,10 +2,10 @@
 
 One server for the module, with a SecureTransfer-like rule set on the mailboxes
 ``st*`` (an allow-list of types with a content check, 1 MB per file) and a quota
-on ``quota-*`` (3 MB, 5 files); ``open`` and ``public-st`` have no rules. Every
-refusal is checked three ways: its status, its one-line reason in the body, and
-that nothing was stored (the storage tree is unchanged, no temp is left in
-``storage/tmp``). Requests go out with ``http.client`` or raw sockets, so the
+on ``quota-*`` (3 MB, 5 files); ``open``, ``public-st`` and ``bob-open`` have no
+rules. Every refusal is checked three ways: its status, its readable reason in
+the body, and that nothing was stored (the storage tree is unchanged, no temp
+is left in ``storage/tmp``). Requests go out with ``http.client`` or raw sockets, so the
 path reaches the server byte for byte (``requests`` would undo ``%2E``).
 """
 
@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import http.client
 import io
+import itertools
 import socket
 import threading
 import time
@@ -31,7 +32,7 @@ import pytest
 from tests.davserver import PASSWORD, DavboxServer
 
 ALICE = "alice"  # member of every mailbox
-BOB = "bob"  # member of "open" only
+BOB = "bob"  # member of "bob-open" only
 ST = "st"
 ALLOWED = "pdf, docx, txt, zip, jpg, lzma"
 LIMIT = 1_000_000  # st*: max_file_size 1MB
@@ -109,7 +110,7 @@ DOCX = make_zip(
 
 def pdf_of(size: int) -> bytes:
     """A file of exactly ``size`` bytes that passes the .pdf content check."""
-    return (PDF + b"%" * size)[:size] if size < len(PDF) else PDF + b"%" * (size - len(PDF))
+    return (PDF + b"%" * size)[:size]
 
 
 def blob(size: int, seed: str = "x") -> bytes:
@@ -131,6 +132,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DavboxServer]:
         for box in MAILBOXES:
             srv.mailbox(box, **{ALICE: "member"})
         srv.mailbox("bob-open", **{BOB: "member"})
+        # Mailbox folders are made on first use: make them now, before any snapshot.
+        for box, user in [*((box, ALICE) for box in MAILBOXES), ("bob-open", BOB)]:
+            assert call(srv, "PROPFIND", f"{box}/", headers={"Depth": "0"}, user=user).status == 207
         yield srv
     finally:
         srv.stop()
@@ -165,7 +169,7 @@ def call(
     server: DavboxServer,
     method: str,
     path: str,
-    body: bytes | Iterator[bytes] | None = None,
+    body: bytes | None = None,
     *,
     user: str = ALICE,
     headers: dict[str, str] | None = None,
@@ -176,7 +180,7 @@ def call(
     try:
         all_headers = {"Authorization": basic(user), **(headers or {})}
         if chunked:
-            data = body if isinstance(body, bytes) else b""
+            data = body or b""
             pieces = iter([data[i : i + 7000] for i in range(0, len(data), 7000)])
             conn.request(
                 method, f"/dav/{path}", body=pieces, headers=all_headers, encode_chunked=True
@@ -253,8 +257,9 @@ def listing(server: DavboxServer, folder: str) -> set[str]:
 
 
 def raw_head(server: DavboxServer, method: str, path: str, *lines: str, user: str = ALICE) -> bytes:
-    head = f"{method} /dav/{path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nAuthorization: {basic(user)}\r\n"
-    return (head + "".join(f"{line}\r\n" for line in lines) + "\r\n").encode("latin-1")
+    lines = (f"Host: 127.0.0.1:{server.port}", f"Authorization: {basic(user)}", *lines)
+    head = f"{method} /dav/{path} HTTP/1.1\r\n" + "".join(f"{line}\r\n" for line in lines)
+    return (head + "\r\n").encode("latin-1")
 
 
 def read_until_closed(sock: socket.socket, timeout: float = 10) -> bytes:
@@ -317,7 +322,6 @@ def raw_put(server: DavboxServer, path: str, head_lines: list[str], body: bytes)
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
         sock.sendall(raw_head(server, "PUT", path, *head_lines))
         sender = Sender(sock, body)
-        sock.shutdown(socket.SHUT_WR) if False else None
         data = read_until_closed(sock)
         sender.join()
     return parse_replies(data)
@@ -365,12 +369,31 @@ def nothing_stored(server: DavboxServer) -> Iterator[None]:
     }
 
 
+SABRE = "{http://sabredav.org/ns}"
+
+
+def reason_of(reply: Reply) -> str:
+    """The readable reason of a refusal.
+
+    WebDAV refusals carry it in a DAV error document as SabreDAV's ``<s:message>``
+    (what ownCloud/Nextcloud clients show), next to ``<s:exception>`` naming the
+    status; refusals before WebDAV (the dispatcher's) are one line of text,
+    ``"<code> <phrase>: <reason>"``.
+    """
+    phrase = f"{reply.status} {http.client.responses[reply.status]}"
+    if reply.headers.get("content-type", "").startswith("application/xml"):
+        root = ElementTree.fromstring(reply.body)
+        assert root.tag == "{DAV:}error", reply.text
+        assert root.findtext(f"{SABRE}exception") == phrase, reply.text
+        return root.findtext(f"{SABRE}message") or ""
+    assert reply.text.startswith(f"{phrase}: "), reply.text
+    return reply.text.removeprefix(f"{phrase}: ").strip()
+
+
 def assert_refused(reply: Reply, status: int, reason: str) -> None:
-    """``status`` with its one-line reason, e.g. "415 Unsupported Media Type: files of ..."."""
+    """``status`` with a readable reason that contains ``reason``."""
     assert reply.status == status, (reply.status, reply.text)
-    phrase = http.client.responses[status]
-    assert reply.text.startswith(f"{status} {phrase}: "), reply.text
-    assert reason in reply.text, reply.text
+    assert reason in reason_of(reply), reply.text
 
 
 def type_reason(ext: str, box: str = ST) -> str:
@@ -392,6 +415,7 @@ NO_EXTENSION = f"files without an extension are not accepted in mailbox '{ST}'; 
 TRAILING = "file names may not end with a dot or a space"
 CONTROL = "the request path contains control characters"
 NFD = unicodedata.normalize("NFD", "résumé")
+SERIAL = itertools.count(1)  # unique names for tests that create their own files
 
 
 # --- 1. names ----------------------------------------------------------------------------------
@@ -484,7 +508,7 @@ def test_put_with_an_allowed_name_is_stored(srv, name, stored_as):
     ],
 )
 def test_rename_to_a_refused_name_keeps_the_source(srv, method, target, status, reason):
-    stem = f"ren-{method.lower()}-{abs(hash(target)) % 10**6}"
+    stem = f"ren-{next(SERIAL)}"
     assert put(srv, f"{ST}/{stem}.pdf", PDF).status == 201
     with nothing_stored(srv):
         reply = call(
@@ -537,7 +561,7 @@ def make_tree(server: DavboxServer, folder: str, files: dict[str, bytes]) -> Non
 def test_folder_with_a_refused_file_does_not_arrive(
     srv, method, bad_name, bad_content, status, reason
 ):
-    folder = f"pkg-{method.lower()}-{abs(hash(bad_name)) % 10**6}"
+    folder = f"pkg-{next(SERIAL)}"
     files = {"ok.pdf": PDF, "sub/ok.txt": TEXT, bad_name: bad_content}
     make_tree(srv, f"open/{folder}", files)
     with nothing_stored(srv):
