@@ -1,9 +1,9 @@
 """The one place that maps URL prefixes to apps, and the outermost safety net.
 
 Contract:
-- Request paths must be UTF-8 without control characters (else 400); they are
-  normalised to Unicode NFC before any app sees them, so NFD names from macOS
-  and NFC names from Windows address the same file.
+- Request paths must be UTF-8 without control characters (else 400); they and
+  the Destination header are normalised to Unicode NFC before any app sees
+  them, so NFD names from macOS and NFC names from Windows address one file.
 - ``OPTIONS /`` and ``OPTIONS *`` answer ``DAV: 1,2`` and ``MS-Author-Via: DAV``
   (Windows probes the server root before mapping a drive).
 - ``/dav/...`` goes to the WebDAV app with ``SCRIPT_NAME=/dav``; ``/`` is the
@@ -23,6 +23,7 @@ import time
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from davbox.http import plain_response, status_line
 
@@ -99,6 +100,13 @@ class Dispatcher:
             )
         path = unicodedata.normalize("NFC", path)
         environ["PATH_INFO"] = path.encode("utf-8").decode("latin-1")
+        if "HTTP_DESTINATION" in environ:
+            try:
+                environ["HTTP_DESTINATION"] = _nfc_url(environ["HTTP_DESTINATION"])
+            except UnicodeDecodeError:
+                return plain_response(
+                    environ, start_response, 400, "the Destination header is not valid UTF-8"
+                )
         method = environ.get("REQUEST_METHOD", "")
         if method != "PUT" and _declared_length(environ) > MAX_XML_BODY:
             return plain_response(
@@ -116,6 +124,16 @@ class Dispatcher:
         return plain_response(
             environ, start_response, 404, "nothing here; WebDAV is served under /dav/"
         )
+
+
+def _nfc_url(url: str) -> str:
+    """The same URL with its path in Unicode NFC (macOS sends NFD names)."""
+    parts = urlsplit(url)
+    path = unquote(parts.path, errors="strict")
+    nfc = unicodedata.normalize("NFC", path)
+    if nfc == path:
+        return url
+    return urlunsplit(parts._replace(path=quote(nfc, safe="/!$&'()*+,;=:@")))
 
 
 def _declared_length(environ: dict[str, Any]) -> int:

@@ -498,12 +498,6 @@ def test_put_with_an_allowed_name_is_stored(srv, name, stored_as):
             400,
             "control characters",
             id="nul",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="server bug outside the policy code: MailboxProvider.locate() answers a"
-                " Destination with NUL 403 'the destination must be inside one of your"
-                " mailboxes' (nothing is stored, but the status and reason are wrong)",
-            ),
         ),
     ],
 )
@@ -521,12 +515,6 @@ def test_rename_to_a_refused_name_keeps_the_source(srv, method, target, status, 
     assert get(srv, f"{ST}/{stem}.pdf") == PDF
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug outside the policy code: the dispatcher normalises the request path to"
-    " NFC but not the Destination header, so a macOS (NFD) rename target is refused 400"
-    " 'file names must be in Unicode NFC form' where a PUT of the same name is stored",
-)
 def test_rename_to_an_nfd_name_is_stored_as_nfc(srv):
     assert put(srv, f"{ST}/nfd-source.pdf", PDF).status == 201
     reply = call(

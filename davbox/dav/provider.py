@@ -112,6 +112,9 @@ class MailboxProvider(DAVProvider):
 
     def locate(self, path: str, environ: dict[str, Any]) -> Location:
         """Resolve a COPY/MOVE destination (as WsgiDAV hands it over) or refuse it."""
+        for part in path.split("/"):
+            if part:
+                self.check_name(part)
         location = self._resolve(path, environ)
         if location is None:
             raise DAVError(HTTP_FORBIDDEN, "the destination must be inside one of your mailboxes")
