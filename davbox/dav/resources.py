@@ -421,12 +421,22 @@ class MailboxFile(_Stored, DAVNonCollection):
         def verify(received: int, head: bytes) -> None:
             self.authorize(op, size=received, head=head, **details)
 
+        def commit(writer: AtomicWriter) -> None:
+            # The final check and the rename happen under the mailbox's commit
+            # lock, and the usage figure is refreshed before it is released, so
+            # uploads that each fit cannot together overrun a quota.
+            with provider.storage.commit_lock(self.box.storage_key):
+                verify(writer.received, sink.head)
+                writer.commit()
+                provider.storage.usage_changed(self.box.storage_key)
+
         def over_limit(limit: UploadLimit) -> None:
             reason = f"{limit.reason}; nothing was stored"
             decision = Decision.deny(reason, limit.status, limit.rule)
             provider.refuse(self.environ, self.box, self.rel, op, decision)
 
-        return _DavSink(self._writer, limit, verify, over_limit)
+        sink = _DavSink(self._writer, limit, commit, over_limit)
+        return sink
 
     def end_write(self, *, with_errors: bool) -> None:
         writer = self._writer
@@ -450,20 +460,21 @@ class _DavSink:
 
     Counts bytes against the policies' upload limit (refusing at limit+1, so a
     chunked body over the limit stores nothing), keeps the first bytes for
-    content checks, asks the policies once more with the real size and those
-    bytes before committing, and turns storage errors into DAV errors.
+    content checks, and on close hands the writer to ``commit`` (which asks
+    the policies once more with the real size and those bytes, then renames);
+    storage errors become DAV errors.
     """
 
     def __init__(
         self,
         writer: AtomicWriter,
         limit: UploadLimit | None,
-        verify: Callable[[int, bytes], None],
+        commit: Callable[[AtomicWriter], None],
         over_limit: Callable[[UploadLimit], None],
     ) -> None:
         self.writer = writer
         self.limit = limit
-        self.verify = verify
+        self.commit = commit
         self.over_limit = over_limit
         self.head = b""
 
@@ -504,8 +515,7 @@ class _DavSink:
         writer = self.writer
         if writer.expected_length is not None and writer.received != writer.expected_length:
             raise storage_error(LengthMismatch(writer.received, writer.expected_length))
-        self.verify(writer.received, self.head)
         try:
-            self.writer.commit()
+            self.commit(writer)
         except (StorageFull, LengthMismatch) as exc:
             raise storage_error(exc) from exc

@@ -28,6 +28,7 @@ import os
 import secrets
 import shutil
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -67,6 +68,8 @@ class FilesystemStorage:
         self.tmp.mkdir(parents=True, exist_ok=True)
         self._known: set[str] = set()  # mailbox folders known to exist
         self._usage: dict[str, tuple[Usage, float]] = {}
+        self._commit_locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
 
     def mailbox_dir(self, storage_key: str) -> Path:
         """The mailbox's folder (created on first use)."""
@@ -95,6 +98,11 @@ class FilesystemStorage:
         usage = Usage(total, files)
         self._usage[storage_key] = (usage, now)
         return usage
+
+    def commit_lock(self, storage_key: str) -> threading.Lock:
+        """A lock per mailbox, held across a final quota check and the commit it guards."""
+        with self._locks_guard:
+            return self._commit_locks.setdefault(storage_key, threading.Lock())
 
     def usage_changed(self, *storage_keys: str) -> None:
         for key in storage_keys:
