@@ -19,7 +19,7 @@ def test_concurrent_uploads_never_overrun_the_quota(make_server, tmp_path):
     for run in range(5):
         statuses: list[int] = []
 
-        def upload(index: int, run: int = run) -> None:
+        def upload(index: int, run: int = run, statuses: list[int] = statuses) -> None:
             body = bytes([index]) * 1_000_000
             url = server.dav(f"q/r{run}-{index}.bin")
             statuses.append(requests.put(url, data=body, auth=auth, timeout=60).status_code)
