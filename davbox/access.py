@@ -8,6 +8,10 @@ Contract:
 - ``mailboxes_for(principal)`` maps mailbox names to ``MailboxAccess`` (id,
   storage key, roles) for the mailboxes the principal has a role in, directly
   or through a group.
+- Failed logins are counted per account and client address
+  (``davbox.throttle``); past the limits ``authenticate`` raises ``Throttled``
+  without checking the password. A cached (known good) credential is never
+  throttled.
 - Both caches are dropped when the database's access epoch changes (password
   change, disable, removal, grants, group changes); ``refresh()`` checks the
   epoch at most every ``auth.refresh_interval`` seconds, so every server
@@ -28,6 +32,15 @@ from davbox.db import Database
 from davbox.db.models import Group, GroupMember, Mailbox, MailboxGrant, User
 from davbox.policies.base import Principal
 from davbox.providers.identity import IdentityProvider
+from davbox.throttle import LoginThrottle
+
+
+class Throttled(Exception):
+    """Too many failed logins: the client must wait ``retry_after`` seconds."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many failed logins; try again in {retry_after} seconds")
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -46,7 +59,9 @@ class AccessService:
         *,
         cache_ttl: float,
         refresh_interval: float,
+        throttle: LoginThrottle | None = None,
     ) -> None:
+        self.throttle = throttle
         self.db = db
         self.providers = identity_providers
         self.cache_ttl = cache_ttl
@@ -78,7 +93,8 @@ class AccessService:
             self._mailboxes.clear()
         return True
 
-    def authenticate(self, username: str, password: str) -> Principal | None:
+    def authenticate(self, username: str, password: str, address: str = "") -> Principal | None:
+        """The principal for valid credentials, else None; raise Throttled while blocked."""
         self.refresh()
         key = hmac.new(
             self._secret, username.encode() + b"\0" + password.encode(), hashlib.sha256
@@ -86,6 +102,11 @@ class AccessService:
         cached = self._credentials.get(key)
         if cached is not None and cached[1] > time.monotonic():
             return cached[0]
+        keys = LoginThrottle.keys(username, address)
+        if self.throttle is not None:
+            wait = self.throttle.retry_after(keys)
+            if wait is not None:
+                raise Throttled(wait)
         for provider in self.providers:
             identity = provider.verify(username, password)
             if identity is not None:
@@ -94,7 +115,11 @@ class AccessService:
                 if self.cache_ttl > 0:
                     with self._lock:
                         self._credentials[key] = (principal, time.monotonic() + self.cache_ttl)
+                if self.throttle is not None:
+                    self.throttle.succeeded(keys[0])
                 return principal
+        if self.throttle is not None:
+            self.throttle.failed(keys)
         return None
 
     def principal_for(self, username: str) -> Principal | None:

@@ -32,6 +32,7 @@ from davbox.policies.engine import PolicyEngine
 from davbox.policies.registry import build_policies
 from davbox.providers.identity.sql import SqlIdentityProvider
 from davbox.providers.storage.filesystem import FilesystemStorage
+from davbox.throttle import LoginThrottle
 
 
 @dataclass
@@ -55,6 +56,13 @@ class Runtime:
             [SqlIdentityProvider(db)],
             cache_ttl=settings.auth.cache_ttl,
             refresh_interval=settings.auth.refresh_interval,
+            throttle=LoginThrottle(
+                db,
+                account_limit=settings.auth.throttle_account_failures,
+                address_limit=settings.auth.throttle_address_failures,
+                window=settings.auth.throttle_window,
+                max_delay=settings.auth.throttle_max_delay,
+            ),
         )
         policies, _ = build_policies(settings.policies, {}, str(config_path or "defaults"))
         return cls(settings, data_dir, db, storage, access, PolicyEngine(policies), EventBus())

@@ -79,6 +79,18 @@ class AuthSettings(_Section):
         le=60.0,
         description="seconds between checks for account and membership changes",
     )
+    throttle_account_failures: StrictInt = Field(
+        10, ge=1, le=10000, description="failed logins per account before logins slow down"
+    )
+    throttle_address_failures: StrictInt = Field(
+        50, ge=1, le=100000, description="failed logins per client address before it slows down"
+    )
+    throttle_window: StrictInt = Field(
+        900, ge=1, le=86400, description="seconds over which failed logins are counted"
+    )
+    throttle_max_delay: StrictInt = Field(
+        900, ge=1, le=86400, description="longest wait (seconds) imposed after failures"
+    )
 
 
 class LoggingSettings(_Section):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,10 @@ class YamlError(Exception):
 class _Loader(yaml.SafeLoader):
     """SafeLoader with YAML 1.2 booleans, duplicate-key detection and line tracking."""
 
+    filename: str
+    problems: list[ConfigProblem]
+    path_of: Callable[[yaml.Node], str]
+
 
 # Replace YAML 1.1 booleans (yes/no/on/off/y/n) by YAML 1.2 core ones.
 _Loader.yaml_implicit_resolvers = {
@@ -114,10 +119,10 @@ def _join(prefix: str, key: str) -> str:
 def load_yaml(text: str, filename: str) -> Any:
     """Parse ``text``; raise ``YamlError`` listing every problem with its line."""
     loader = _Loader(text)
-    loader.filename = filename  # type: ignore[attr-defined]
-    loader.problems = []  # type: ignore[attr-defined]
+    loader.filename = filename
+    loader.problems = []
     paths: dict[int, str] = {}
-    loader.path_of = lambda node: paths.get(id(node), "")  # type: ignore[attr-defined]
+    loader.path_of = lambda node: paths.get(id(node), "")
     try:
         root = loader.get_single_node()
         if root is None:
@@ -137,8 +142,8 @@ def load_yaml(text: str, filename: str) -> Any:
         raise YamlError([ConfigProblem(filename, 1, "", f"YAML error: {exc}")]) from None
     finally:
         loader.dispose()
-    if loader.problems:  # type: ignore[attr-defined]
-        raise YamlError(loader.problems)  # type: ignore[attr-defined]
+    if loader.problems:
+        raise YamlError(loader.problems)
     return data
 
 

@@ -3,7 +3,8 @@
 Reads ``HTTP_AUTHORIZATION``; sets ``wsgidav.auth.user_name`` (WsgiDAV's lock
 principal), ``davbox.principal`` and ``davbox.mailboxes``. Missing, malformed
 and wrong credentials all get 401 with a ``WWW-Authenticate`` challenge and a
-one-line reason; a malformed header never causes a 500. Passwords are never
+one-line reason; a malformed header never causes a 500. Too many failed logins
+for the account or from the client address get 429 with ``Retry-After``. Passwords are never
 logged. Credentials are only accepted over TLS or loopback in a later release;
 the README tells admins to enable ``server.tls`` (Windows insists on it).
 """
@@ -15,7 +16,7 @@ import binascii
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from davbox.access import AccessService
+from davbox.access import AccessService, Throttled
 from davbox.http import plain_response
 
 
@@ -41,7 +42,12 @@ class BasicAuthMiddleware:
         username, sep, password = decoded.partition(":")
         if not sep or not username:
             return self._refuse(environ, start_response, "malformed Authorization header")
-        principal = self.access.authenticate(username, password)
+        try:
+            principal = self.access.authenticate(username, password, environ.get("REMOTE_ADDR", ""))
+        except Throttled as exc:
+            return plain_response(
+                environ, start_response, 429, str(exc), [("Retry-After", str(exc.retry_after))]
+            )
         if principal is None:
             return self._refuse(environ, start_response, "wrong user name or password")
         environ["wsgidav.auth.user_name"] = principal.name

@@ -156,6 +156,17 @@ class DavLock(Base):
     expire: Mapped[float] = mapped_column(Float)
 
 
+class AuthFailure(Base):
+    """One failed login for a key (``account:<name>`` or ``address:<ip>``), for throttling."""
+
+    __tablename__ = "auth_failures"
+    __table_args__ = (Index("ix_auth_failure_key_at", "key", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(320))
+    at: Mapped[float] = mapped_column(Float)
+
+
 class Setting(Base):
     """Server-wide state kept in the database (secrets, change counters)."""
 

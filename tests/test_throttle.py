@@ -1,0 +1,83 @@
+"""Brute force: failed logins slow down per account and per address; 429 with Retry-After."""
+
+from __future__ import annotations
+
+import time
+
+import requests
+
+from davbox.db import Database
+from davbox.throttle import LoginThrottle
+from tests.davserver import PASSWORD
+
+
+def test_300_wrong_passwords_are_throttled(make_server, tmp_path):
+    config = tmp_path / "throttle.yaml"
+    config.write_text("auth:\n  throttle_account_failures: 10\n  throttle_address_failures: 1000\n")
+    server = make_server("throttle", config=config)
+    server.add_user("victim")
+    server.add_user("bystander")
+    server.mailbox("v", victim="member", bystander="member")
+    url = server.dav("v/")
+    statuses = []
+    started = time.monotonic()
+    with requests.Session() as session:
+        for attempt in range(300):
+            response = session.request(
+                "PROPFIND",
+                url,
+                headers={"Depth": "0"},
+                auth=("victim", f"guess-{attempt}"),
+                timeout=30,
+            )
+            statuses.append(response.status_code)
+            if response.status_code == 429:
+                assert int(response.headers["Retry-After"]) >= 1
+                assert "too many failed logins" in response.text
+    elapsed = time.monotonic() - started
+    checked = statuses.count(401)
+    assert checked == 10, statuses[:20]
+    assert statuses.count(429) == 290
+    # Only the first 10 guesses were ever checked against the password.
+    print(f"300 guesses in {elapsed:.2f} s; {checked} checked ({checked / elapsed:.1f}/s)")
+    # The right password is refused too while the account is blocked ...
+    blocked = requests.request(
+        "PROPFIND", url, headers={"Depth": "0"}, auth=("victim", PASSWORD), timeout=10
+    )
+    assert blocked.status_code == 429
+    # ... but other accounts from the same address are not affected.
+    other = requests.request(
+        "PROPFIND", url, headers={"Depth": "0"}, auth=("bystander", PASSWORD), timeout=10
+    )
+    assert other.status_code == 207
+
+
+def test_unknown_accounts_are_throttled_like_known_ones(make_server, tmp_path):
+    config = tmp_path / "throttle.yaml"
+    config.write_text("auth:\n  throttle_account_failures: 3\n  throttle_address_failures: 1000\n")
+    server = make_server("unknown", config=config)
+    server.add_user("known")
+    answers = {}
+    for name in ("known", "ghost"):
+        answers[name] = [
+            requests.get(server.dav(""), auth=(name, "wrong-password"), timeout=30).status_code
+            for _ in range(5)
+        ]
+    assert answers["known"] == answers["ghost"] == [401, 401, 401, 429, 429]
+
+
+def test_address_limit_and_success_reset(tmp_path):
+    db = Database(f"sqlite:///{tmp_path / 't.db'}")
+    db.upgrade()
+    throttle = LoginThrottle(db, account_limit=3, address_limit=5, window=900, max_delay=900)
+    for index in range(5):
+        assert throttle.retry_after(throttle.keys(f"user{index}", "10.0.0.9")) is None
+        throttle.failed(throttle.keys(f"user{index}", "10.0.0.9"))
+    assert throttle.retry_after(throttle.keys("someone-else", "10.0.0.9")) is not None
+    assert throttle.retry_after(throttle.keys("someone-else", "10.0.0.10")) is None
+    for _ in range(2):
+        throttle.failed(throttle.keys("alice", "10.0.0.11"))
+    throttle.succeeded("account:alice")
+    throttle.failed(throttle.keys("alice", "10.0.0.11"))
+    assert throttle.retry_after(["account:alice"]) is None  # 1 failure since the success
+    db.dispose()
