@@ -94,5 +94,5 @@ class Runtime:
         logging.getLogger("wsgidav").setLevel(logging.ERROR)
         install_response_pages()
         dav = WsgiDAVApp(self.dav_config())
-        authenticated = BasicAuthMiddleware(dav, self.access, self.settings.auth.realm)
+        authenticated = BasicAuthMiddleware(dav, self.access, self.settings.auth.realm, self.events)
         return Dispatcher(authenticated, StartPage(), access_log=self.settings.logging.access_log)

@@ -49,6 +49,16 @@ class AccessRefused(Event):
     reason: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class LoginRefused(Event):
+    """Credentials were refused: ``outcome`` is "malformed", "wrong" or "throttled"."""
+
+    kind: ClassVar[str] = "login-refused"
+
+    outcome: str
+    status: int
+
+
 class Sink(Protocol):
     def handle(self, event: Event) -> None: ...
 

@@ -50,6 +50,10 @@ def test_300_wrong_passwords_are_throttled(make_server, tmp_path):
         "PROPFIND", url, headers={"Depth": "0"}, auth=("bystander", PASSWORD), timeout=10
     )
     assert other.status_code == 207
+    log = server.log_path.read_text()
+    assert log.count("login-refused") >= 300
+    assert "actor='victim'" in log and "outcome='throttled' status=429" in log
+    assert "guess-" not in log, "passwords never reach the log"
 
 
 def test_unknown_accounts_are_throttled_like_known_ones(make_server, tmp_path):

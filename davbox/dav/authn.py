@@ -17,14 +17,22 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from davbox.access import AccessService, Throttled
+from davbox.events import EventBus, LoginRefused, request_context
 from davbox.http import plain_response
 
 
 class BasicAuthMiddleware:
-    def __init__(self, app: Callable[..., Iterable[bytes]], access: AccessService, realm: str):
+    def __init__(
+        self,
+        app: Callable[..., Iterable[bytes]],
+        access: AccessService,
+        realm: str,
+        events: EventBus | None = None,
+    ) -> None:
         self.app = app
         self.access = access
         self.challenge = f'Basic realm="{realm}", charset="UTF-8"'
+        self.events = events or EventBus()
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
@@ -38,26 +46,40 @@ class BasicAuthMiddleware:
         try:
             decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError, ValueError):
-            return self._refuse(environ, start_response, "malformed Authorization header")
+            return self._refuse(environ, start_response, "malformed Authorization header", "")
         username, sep, password = decoded.partition(":")
         if not sep or not username:
-            return self._refuse(environ, start_response, "malformed Authorization header")
+            return self._refuse(environ, start_response, "malformed Authorization header", "")
         try:
             principal = self.access.authenticate(username, password, environ.get("REMOTE_ADDR", ""))
         except Throttled as exc:
+            self._emit(environ, username, "throttled", 429)
             return plain_response(
                 environ, start_response, 429, str(exc), [("Retry-After", str(exc.retry_after))]
             )
         if principal is None:
-            return self._refuse(environ, start_response, "wrong user name or password")
+            return self._refuse(environ, start_response, "wrong user name or password", username)
         environ["wsgidav.auth.user_name"] = principal.name
         environ["davbox.principal"] = principal
         environ["davbox.mailboxes"] = self.access.mailboxes_for(principal)
         return self.app(environ, start_response)
 
     def _refuse(
-        self, environ: dict[str, Any], start_response: Callable[..., Any], reason: str
+        self,
+        environ: dict[str, Any],
+        start_response: Callable[..., Any],
+        reason: str,
+        username: str | None = None,
     ) -> list[bytes]:
+        """401 with the challenge; a refused credential (``username`` given) is an event."""
+        if username is not None:
+            outcome = "wrong" if username else "malformed"
+            self._emit(environ, username, outcome, 401)
         return plain_response(
             environ, start_response, 401, reason, [("WWW-Authenticate", self.challenge)]
         )
+
+    def _emit(self, environ: dict[str, Any], username: str, outcome: str, status: int) -> None:
+        context = request_context(environ)
+        context["actor"] = username
+        self.events.emit(LoginRefused(**context, outcome=outcome, status=status))
