@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import or_, select
 
+from davbox import app_passwords
 from davbox.db import Database
 from davbox.db.models import Group, GroupMember, Mailbox, MailboxGrant, User
 from davbox.policies.base import Principal
@@ -107,20 +108,35 @@ class AccessService:
             wait = self.throttle.retry_after(keys)
             if wait is not None:
                 raise Throttled(wait)
+        grant = app_passwords.verify(self.db, self._secret, username, password, address)
+        if grant is not None:
+            principal = Principal(
+                "user",
+                grant.name,
+                grant.user_id,
+                self._groups_of(grant.user_id),
+                scope=grant.mailboxes,
+                read_only=grant.read_only,
+            )
+            self._remember(key, principal)
+            return principal
         for provider in self.providers:
             identity = provider.verify(username, password)
             if identity is not None:
                 groups = self._groups_of(identity.user_id)
                 principal = Principal("user", identity.name, identity.user_id, groups)
-                if self.cache_ttl > 0:
-                    with self._lock:
-                        self._credentials[key] = (principal, time.monotonic() + self.cache_ttl)
+                self._remember(key, principal)
                 if self.throttle is not None:
                     self.throttle.succeeded(keys[0])
                 return principal
         if self.throttle is not None:
             self.throttle.failed(keys)
         return None
+
+    def _remember(self, key: bytes, principal: Principal) -> None:
+        if self.cache_ttl > 0:
+            with self._lock:
+                self._credentials[key] = (principal, time.monotonic() + self.cache_ttl)
 
     def principal_for(self, username: str) -> Principal | None:
         """The principal of an existing, enabled account (no password check: admin tools)."""
@@ -144,12 +160,13 @@ class AccessService:
     def mailboxes_for(self, principal: Principal) -> dict[str, MailboxAccess]:
         if principal.user_id is None:
             return {}
-        cached = self._mailboxes.get(principal.user_id)
-        if cached is not None:
-            return cached
-        result = self._load_mailboxes(principal.user_id)
-        with self._lock:
-            self._mailboxes[principal.user_id] = result
+        result = self._mailboxes.get(principal.user_id)
+        if result is None:
+            result = self._load_mailboxes(principal.user_id)
+            with self._lock:
+                self._mailboxes[principal.user_id] = result
+        if principal.scope is not None:
+            return {name: box for name, box in result.items() if name in principal.scope}
         return result
 
     def _load_mailboxes(self, user_id: int) -> dict[str, MailboxAccess]:

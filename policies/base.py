@@ -52,6 +52,10 @@ class Principal:
     name: str
     user_id: int | None = None
     groups: frozenset[str] = field(default_factory=frozenset)
+    #: Set when logged in with a limited app password: the mailboxes it reaches.
+    scope: frozenset[str] | None = None
+    #: Set when logged in with a read-only app password.
+    read_only: bool = False
 
 
 @dataclass(frozen=True)

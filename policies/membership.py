@@ -38,19 +38,27 @@ _VERBS = {
 }
 
 
-def rights_of(roles: frozenset[str]) -> frozenset[Operation]:
+READ_ONLY = frozenset({Operation.READ, Operation.LIST})
+
+
+def rights_of(roles: frozenset[str], read_only: bool = False) -> frozenset[Operation]:
     rights: frozenset[Operation] = frozenset()
     for role in roles:
         rights |= RIGHTS.get(role, frozenset())
-    return rights
+    return rights & READ_ONLY if read_only else rights
 
 
 class MembershipPolicy(Policy):
     name = "membership"
 
     def check(self, request: AccessRequest) -> Decision:
-        if request.operation in rights_of(request.roles):
+        if request.operation in rights_of(request.roles, request.principal.read_only):
             return Decision.allow()
+        if request.operation in rights_of(request.roles):
+            return Decision.deny(
+                f"this app password may only read; it cannot {_VERBS[request.operation]}",
+                rule="membership",
+            )
         roles = ", ".join(sorted(request.roles)) or "none"
         return Decision.deny(
             f"your role in mailbox '{request.mailbox}' ({roles}) does not allow you to "

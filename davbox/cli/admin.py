@@ -192,3 +192,59 @@ def mailbox_revoke(ctx: Context, mailbox_name: str, principal: str) -> None:
     """Take away a user's or @group's role in a mailbox."""
     accounts.revoke(ctx.database(), mailbox_name, principal)
     click.echo(f"{principal} no longer has a role in mailbox {mailbox_name!r}")
+
+
+@main.group("app-password")
+def app_password() -> None:
+    """Passwords for WebDAV clients (one per client, revocable)."""
+
+
+@app_password.command("create")
+@click.argument("user_name", metavar="USER")
+@click.option("--label", required=True, help="Which client it is for, e.g. laptop-explorer.")
+@click.option(
+    "--mailbox", "mailboxes", multiple=True, metavar="MAILBOX", help="Limit to this mailbox."
+)
+@click.option("--read-only", is_flag=True, help="May only read and list.")
+@click.pass_obj
+def app_password_create(
+    ctx: Context, user_name: str, label: str, mailboxes: tuple[str, ...], read_only: bool
+) -> None:
+    """Make an app password; it is printed once and stored only as an HMAC."""
+    from davbox import app_passwords
+
+    password = app_passwords.create(
+        ctx.database(), user_name, label, mailboxes=mailboxes, read_only=read_only
+    )
+    click.echo(f"app password {label!r} for {user_name!r} (shown once): {password}")
+
+
+@app_password.command("list")
+@click.argument("user_name", metavar="[USER]", required=False)
+@click.pass_obj
+def app_password_list(ctx: Context, user_name: str | None) -> None:
+    """List app passwords with their limits and last use."""
+    from davbox import app_passwords
+
+    for item in app_passwords.list_for(ctx.database(), user_name):
+        limits = ",".join(item.mailboxes) or "all mailboxes"
+        if item.read_only:
+            limits += ", read-only"
+        used = (
+            f"last used {item.last_used_at:%Y-%m-%d %H:%M} UTC from {item.last_used_from or '?'}"
+            if item.last_used_at
+            else "never used"
+        )
+        click.echo(f"{item.user}\t{item.label}\t{limits}\t{used}")
+
+
+@app_password.command("revoke")
+@click.argument("user_name", metavar="USER")
+@click.argument("label")
+@click.pass_obj
+def app_password_revoke(ctx: Context, user_name: str, label: str) -> None:
+    """Revoke an app password (clients using it are refused within a second)."""
+    from davbox import app_passwords
+
+    app_passwords.revoke(ctx.database(), user_name, label)
+    click.echo(f"revoked app password {label!r} of {user_name!r}")

@@ -156,6 +156,29 @@ class DavLock(Base):
     expire: Mapped[float] = mapped_column(Float)
 
 
+class AppPassword(Base):
+    """A password for one WebDAV client, made after a full login; stored as an HMAC only.
+
+    ``mailboxes`` is a newline-separated list limiting which mailboxes it
+    reaches ("" means all of the account's); ``read_only`` limits it to reading.
+    """
+
+    __tablename__ = "app_passwords"
+    __table_args__ = (UniqueConstraint("user_id", "label", name="uq_app_password_label"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    label: Mapped[str] = mapped_column(String(128))
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    mailboxes: Mapped[str] = mapped_column(Text, default="")
+    read_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_from: Mapped[str | None] = mapped_column(String(64))
+
+    user: Mapped[User] = relationship()
+
+
 class AuthFailure(Base):
     """One failed login for a key (``account:<name>`` or ``address:<ip>``), for throttling."""
 
