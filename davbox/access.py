@@ -8,6 +8,9 @@ Contract:
 - ``mailboxes_for(principal)`` maps mailbox names to ``MailboxAccess`` (id,
   storage key, roles) for the mailboxes the principal has a role in, directly
   or through a group.
+- For accounts under two-factor login (``auth.two_factor_for``) the account
+  password raises ``AppPasswordRequired``: WebDAV cannot ask for a code, so
+  such clients must use an app password.
 - Failed logins are counted per account and client address
   (``davbox.throttle``); past the limits ``authenticate`` raises ``Throttled``
   without checking the password. A cached (known good) credential is never
@@ -28,12 +31,23 @@ from dataclasses import dataclass
 
 from sqlalchemy import or_, select
 
-from davbox import app_passwords
+from davbox import app_passwords, twofactor
 from davbox.db import Database
 from davbox.db.models import Group, GroupMember, Mailbox, MailboxGrant, User
 from davbox.policies.base import Principal
 from davbox.providers.identity import IdentityProvider
 from davbox.throttle import LoginThrottle
+
+
+class AppPasswordRequired(Exception):
+    """The account is under two-factor login: its password alone opens nothing."""
+
+    def __init__(self, username: str) -> None:
+        super().__init__(
+            f"the account '{username}' uses two-factor login, so its password does not work"
+            " in WebDAV clients; create an app password for this client (an administrator"
+            f" can run: davbox app-password create {username} --label CLIENT) and use that"
+        )
 
 
 class Throttled(Exception):
@@ -61,8 +75,10 @@ class AccessService:
         cache_ttl: float,
         refresh_interval: float,
         throttle: LoginThrottle | None = None,
+        two_factor_for: list[str] | None = None,
     ) -> None:
         self.throttle = throttle
+        self.two_factor_for = two_factor_for or []
         self.db = db
         self.providers = identity_providers
         self.cache_ttl = cache_ttl
@@ -124,6 +140,10 @@ class AccessService:
             identity = provider.verify(username, password)
             if identity is not None:
                 groups = self._groups_of(identity.user_id)
+                if self.two_factor_for and twofactor.required_for(
+                    self.db, identity.name, identity.user_id, groups, self.two_factor_for
+                ):
+                    raise AppPasswordRequired(identity.name)
                 principal = Principal("user", identity.name, identity.user_id, groups)
                 self._remember(key, principal)
                 if self.throttle is not None:

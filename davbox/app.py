@@ -63,6 +63,7 @@ class Runtime:
                 window=settings.auth.throttle_window,
                 max_delay=settings.auth.throttle_max_delay,
             ),
+            two_factor_for=list(settings.auth.two_factor_for),
         )
         policies, _ = build_policies(settings.policies, {}, str(config_path or "defaults"))
         return cls(settings, data_dir, db, storage, access, PolicyEngine(policies), EventBus())

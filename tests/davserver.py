@@ -1,9 +1,14 @@
 """A real davbox server for tests: ``davbox serve`` in a subprocess on a free loopback port.
 
 ``DavboxServer`` starts the installed ``davbox`` command with its own data
-directory, reads the URL and the one-time admin password from what it prints,
-and offers helpers to run admin commands and make accounts. Tests talk to it
-with real HTTP clients (requests, litmus, cadaver).
+directory, reads the URL and the one-time admin password and app password from
+what it prints, and offers helpers to run admin commands and make accounts.
+Tests talk to it with real HTTP clients (requests, litmus, cadaver).
+
+Two-factor login is on for every account by default; most tests are about
+other things and log in with account passwords, so servers here run with
+``auth.two_factor_for: []`` unless the test's own config sets that key
+(tests/test_twofactor.py and the README test run with the default).
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from davbox import accounts
 from davbox.db import Database
@@ -48,6 +55,7 @@ class DavboxServer:
         self.preexec_fn = preexec_fn
         self.proc: subprocess.Popen[str] | None = None
         self.admin_password: str | None = None
+        self.admin_app_password: str | None = None
         self.output: list[str] = []
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
         self._db: Database | None = None
@@ -62,10 +70,18 @@ class DavboxServer:
         return f"{self.url}/dav/{path.lstrip('/')}"
 
     def base_args(self) -> list[str]:
-        args = [*DAVBOX, "--data-dir", str(self.data_dir)]
-        if self.config:
-            args += ["--config", str(self.config)]
-        return args
+        return [*DAVBOX, "--data-dir", str(self.data_dir), "--config", str(self._config_file())]
+
+    def _config_file(self) -> Path:
+        """The test's config, or a copy with two-factor login off if it does not say."""
+        text = self.config.read_text() if self.config else ""
+        if "two_factor_for" in text and self.config is not None:
+            return self.config
+        data = yaml.safe_load(text) or {}
+        data.setdefault("auth", {})["two_factor_for"] = []
+        path = self.data_dir.parent / f"{self.data_dir.name}-config.yaml"
+        path.write_text(yaml.safe_dump(data))
+        return path
 
     def start(self, timeout: float = 30) -> DavboxServer:
         with open(self.log_path, "a") as log:
@@ -87,6 +103,9 @@ class DavboxServer:
             match = re.search(r"created account 'admin' with password (\S+)", line)
             if match:
                 self.admin_password = match.group(1)
+            match = re.search(r"log in as 'admin' with app password (\S+)", line)
+            if match:
+                self.admin_app_password = match.group(1)
             if "WebDAV at" in line:
                 break
         else:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from davbox import app_passwords
 from tests.davserver import PASSWORD
 
 pytestmark = pytest.mark.clients
@@ -28,10 +29,12 @@ def _require(program: str) -> str:
 def run_litmus(server, mailbox: str, cwd: Path) -> tuple[int, int, int, str]:
     """(tests run, passed, failed, output) of litmus as a member of ``mailbox``."""
     litmus = _require("litmus")
-    server.add_user(f"{mailbox}-member")
-    server.mailbox(mailbox, **{f"{mailbox}-member": "member"})
+    user = f"{mailbox}-member"
+    server.add_user(user)
+    server.mailbox(mailbox, **{user: "member"})
+    password = app_passwords.create(server.database(), user, "litmus")
     result = subprocess.run(
-        [litmus, "-k", server.dav(f"{mailbox}/"), f"{mailbox}-member", PASSWORD],
+        [litmus, "-k", server.dav(f"{mailbox}/"), user, password],
         capture_output=True,
         text=True,
         cwd=cwd,

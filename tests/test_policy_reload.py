@@ -17,7 +17,10 @@ AUTH = ("rel", PASSWORD)
 
 
 def rules(limit: str, key: str = "max_file_size") -> str:
-    return f"policies:\n  - name: r-size\n    type: size\n    mailboxes: [r]\n    {key}: {limit}\n"
+    return (
+        "auth:\n  two_factor_for: []\n"
+        f"policies:\n  - name: r-size\n    type: size\n    mailboxes: [r]\n    {key}: {limit}\n"
+    )
 
 
 def put_status(server, size: int) -> int:
@@ -44,7 +47,7 @@ def test_edits_apply_within_two_seconds_and_broken_edits_keep_the_old_rules(make
     assert put_status(server, 2_000_000) in (201, 204), "the last good rules stay in force"
     log = server.log_path.read_text()
     assert (
-        f"policy reload refused: {config}:5: policies[0].max_fil_size: unknown key 'max_fil_size'"
+        f"policy reload refused: {config}:7: policies[0].max_fil_size: unknown key 'max_fil_size'"
         " (did you mean 'max_file_size'?)" in log
     )
     assert "keeping the current policies" in log

@@ -79,13 +79,17 @@ def test_readme_serve_command_starts_a_working_server(tmp_path):
         output = "".join(lines)
         assert f"WebDAV at http://127.0.0.1:{port}/dav/" in output, output[-3000:]
         password = re.search(r"created account 'admin' with password (\S+)", output).group(1)
+        app_password = re.search(r"log in as 'admin' with app password (\S+)", output).group(1)
         assert (clone / "var" / "davbox.db").exists()
+        # Two-factor login is on by default: WebDAV takes the printed app password only.
+        url = f"http://127.0.0.1:{port}/dav/inbox/"
+        refused = requests.request(
+            "PROPFIND", url, headers={"Depth": "0"}, auth=("admin", password), timeout=10
+        )
+        assert refused.status_code == 401
+        assert "create an app password" in refused.text
         response = requests.request(
-            "PROPFIND",
-            f"http://127.0.0.1:{port}/dav/inbox/",
-            headers={"Depth": "0"},
-            auth=("admin", password),
-            timeout=10,
+            "PROPFIND", url, headers={"Depth": "0"}, auth=("admin", app_password), timeout=10
         )
         assert response.status_code == 207
     finally:

@@ -248,3 +248,43 @@ def app_password_revoke(ctx: Context, user_name: str, label: str) -> None:
 
     app_passwords.revoke(ctx.database(), user_name, label)
     click.echo(f"revoked app password {label!r} of {user_name!r}")
+
+
+@main.group("2fa")
+def two_factor() -> None:
+    """Two-factor login (TOTP) for accounts."""
+
+
+@two_factor.command("enroll")
+@click.argument("user_name", metavar="USER")
+@click.option("--no-qr", is_flag=True, help="Do not draw the QR code in the terminal.")
+@click.pass_obj
+def two_factor_enroll(ctx: Context, user_name: str, no_qr: bool) -> None:
+    """Give USER a new TOTP secret: prints the otpauth:// URI, a QR code and recovery codes."""
+    import io
+
+    import segno
+
+    from davbox import twofactor
+
+    enrollment = twofactor.enroll(ctx.database(), user_name)
+    click.echo(f"otpauth URI for {user_name!r} (hand it over privately):")
+    click.echo(enrollment.uri)
+    if not no_qr:
+        out = io.StringIO()
+        segno.make(enrollment.uri, error="m").terminal(out=out, compact=True)
+        click.echo(out.getvalue())
+    click.echo("recovery codes (each works once; shown only now):")
+    for code in enrollment.recovery_codes:
+        click.echo(f"  {code}")
+
+
+@two_factor.command("reset")
+@click.argument("user_name", metavar="USER")
+@click.pass_obj
+def two_factor_reset(ctx: Context, user_name: str) -> None:
+    """Remove USER's TOTP secret and recovery codes (they enroll again at the next login)."""
+    from davbox import twofactor
+
+    twofactor.reset(ctx.database(), user_name)
+    click.echo(f"removed two-factor login of {user_name!r}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from davbox import __version__, accounts
+from davbox import __version__, accounts, app_passwords
 from davbox.cli import Context, fail, main, setup_logging
 from davbox.config.schema import parse_listen
 from davbox.passwords import generate_password
@@ -44,8 +44,7 @@ def serve(ctx: Context, listen: str | None) -> None:
         )
     banner += [
         f"davbox {__version__}: WebDAV at {{url}}/dav/ (data in {ctx.data_dir.resolve()})",
-        "davbox: log in with a davbox account; map {url}/dav/ as a network drive"
-        " or use any WebDAV client. Ctrl+C stops.",
+        "davbox: map {url}/dav/ as a network drive or use any WebDAV client. Ctrl+C stops.",
     ]
     if ctx.config_path is not None:
         from davbox.reload import PolicyReloader
@@ -65,11 +64,15 @@ def _first_start(db: object) -> list[str]:
     accounts.add_user(db, "admin", password, is_admin=True, display_name="Administrator")  # type: ignore[arg-type]
     accounts.create_mailbox(db, FIRST_MAILBOX, "first mailbox, made at first start")  # type: ignore[arg-type]
     accounts.grant(db, FIRST_MAILBOX, "admin", "manager")  # type: ignore[arg-type]
+    app_password = app_passwords.create(db, "admin", "first-start")  # type: ignore[arg-type]
     return [
         f"davbox: first start: created account 'admin' with password {password}",
         "davbox: this password is shown only once; change it with"
         " 'davbox user passwd admin --password-stdin'",
         f"davbox: created mailbox '{FIRST_MAILBOX}' with 'admin' as its manager",
+        "davbox: accounts use two-factor login, so WebDAV clients log in with app passwords;",
+        f"davbox: log in as 'admin' with app password {app_password} (shown once; revoke it"
+        " with 'davbox app-password revoke admin first-start')",
     ]
 
 

@@ -79,6 +79,10 @@ class AuthSettings(_Section):
         le=60.0,
         description="seconds between checks for account and membership changes",
     )
+    two_factor_for: list[StrictStr] = Field(
+        default_factory=lambda: ["*"],
+        description="accounts under two-factor login: *, @group, mailbox:NAME or a name",
+    )
     throttle_account_failures: StrictInt = Field(
         10, ge=1, le=10000, description="failed logins per account before logins slow down"
     )

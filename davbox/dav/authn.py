@@ -16,7 +16,7 @@ import binascii
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from davbox.access import AccessService, Throttled
+from davbox.access import AccessService, AppPasswordRequired, Throttled
 from davbox.events import EventBus, LoginRefused, request_context
 from davbox.http import plain_response
 
@@ -52,6 +52,11 @@ class BasicAuthMiddleware:
             return self._refuse(environ, start_response, "malformed Authorization header", "")
         try:
             principal = self.access.authenticate(username, password, environ.get("REMOTE_ADDR", ""))
+        except AppPasswordRequired as exc:
+            self._emit(environ, username, "app-password-required", 401)
+            return plain_response(
+                environ, start_response, 401, str(exc), [("WWW-Authenticate", self.challenge)]
+            )
         except Throttled as exc:
             self._emit(environ, username, "throttled", 429)
             return plain_response(

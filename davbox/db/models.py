@@ -54,6 +54,10 @@ class User(Base):
     password_hash: Mapped[str | None] = mapped_column(String(256))
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # TOTP secret, encrypted with the installation's key (davbox.twofactor).
+    totp_secret: Mapped[str | None] = mapped_column(String(256))
+    # The last TOTP time step accepted: a code is accepted once.
+    totp_last_step: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     groups: Mapped[list[Group]] = relationship(
@@ -177,6 +181,17 @@ class AppPassword(Base):
     last_used_from: Mapped[str | None] = mapped_column(String(64))
 
     user: Mapped[User] = relationship()
+
+
+class RecoveryCode(Base):
+    """A single-use recovery code for two-factor login, stored as an HMAC."""
+
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class AuthFailure(Base):
