@@ -186,7 +186,18 @@ def call(
                 method, f"/dav/{path}", body=pieces, headers=all_headers, encode_chunked=True
             )
         else:
-            conn.request(method, f"/dav/{path}", body=body, headers=all_headers)
+            # Headers first, then the body: a server that refuses an upload up front
+            # answers and closes without reading it, and the answer must still be read
+            # (as curl does) when sending the rest fails.
+            conn.putrequest(method, f"/dav/{path}", skip_accept_encoding=True)
+            for name, value in all_headers.items():
+                conn.putheader(name, value)
+            if body is not None:
+                conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders()
+            if body:
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    conn.send(body)
         response = conn.getresponse()
         return Reply(
             response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
