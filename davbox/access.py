@@ -88,6 +88,9 @@ class AccessService:
         self._epoch = db.current_epoch()
         self._checked_at = time.monotonic()
         self._credentials: dict[bytes, tuple[Principal, float]] = {}
+        # Bumped whenever the caches are cleared: a result computed before a
+        # clear must not be stored after it (it may predate the change).
+        self._generation = 0
         self._mailboxes: dict[int, dict[str, MailboxAccess]] = {}
 
     def refresh(self, *, force: bool = False) -> bool:
@@ -106,6 +109,7 @@ class AccessService:
             return False
         with self._lock:
             self._epoch = epoch
+            self._generation += 1
             self._credentials.clear()
             self._mailboxes.clear()
         return True
@@ -113,6 +117,7 @@ class AccessService:
     def authenticate(self, username: str, password: str, address: str = "") -> Principal | None:
         """The principal for valid credentials, else None; raise Throttled while blocked."""
         self.refresh()
+        generation = self._generation
         key = hmac.new(
             self._secret, username.encode() + b"\0" + password.encode(), hashlib.sha256
         ).digest()
@@ -134,7 +139,7 @@ class AccessService:
                 scope=grant.mailboxes,
                 read_only=grant.read_only,
             )
-            self._remember(key, principal)
+            self._remember(key, principal, generation)
             return principal
         for provider in self.providers:
             identity = provider.verify(username, password)
@@ -143,9 +148,12 @@ class AccessService:
                 if self.two_factor_for and twofactor.required_for(
                     self.db, identity.name, identity.user_id, groups, self.two_factor_for
                 ):
+                    # Counted like a failure: the answer must not confirm the password.
+                    if self.throttle is not None:
+                        self.throttle.failed(keys)
                     raise AppPasswordRequired(identity.name)
                 principal = Principal("user", identity.name, identity.user_id, groups)
-                self._remember(key, principal)
+                self._remember(key, principal, generation)
                 if self.throttle is not None:
                     self.throttle.succeeded(keys[0])
                 return principal
@@ -153,10 +161,11 @@ class AccessService:
             self.throttle.failed(keys)
         return None
 
-    def _remember(self, key: bytes, principal: Principal) -> None:
+    def _remember(self, key: bytes, principal: Principal, generation: int) -> None:
         if self.cache_ttl > 0:
             with self._lock:
-                self._credentials[key] = (principal, time.monotonic() + self.cache_ttl)
+                if self._generation == generation:
+                    self._credentials[key] = (principal, time.monotonic() + self.cache_ttl)
 
     def principal_for(self, username: str) -> Principal | None:
         """The principal of an existing, enabled account (no password check: admin tools)."""
@@ -182,9 +191,11 @@ class AccessService:
             return {}
         result = self._mailboxes.get(principal.user_id)
         if result is None:
+            generation = self._generation
             result = self._load_mailboxes(principal.user_id)
             with self._lock:
-                self._mailboxes[principal.user_id] = result
+                if self._generation == generation:
+                    self._mailboxes[principal.user_id] = result
         if principal.scope is not None:
             return {name: box for name, box in result.items() if name in principal.scope}
         return result

@@ -103,10 +103,15 @@ class Dispatcher:
         if "HTTP_DESTINATION" in environ:
             try:
                 environ["HTTP_DESTINATION"] = _nfc_url(environ["HTTP_DESTINATION"])
-            except UnicodeDecodeError:
+            except (UnicodeDecodeError, ValueError):
                 return plain_response(
-                    environ, start_response, 400, "the Destination header is not valid UTF-8"
+                    environ, start_response, 400, "the Destination header is not a valid URL"
                 )
+        if not environ.get("HTTP_HOST"):
+            # HTTP/1.0 clients may omit Host; WsgiDAV needs it to read Destination.
+            environ["HTTP_HOST"] = (
+                f"{environ.get('SERVER_NAME', '')}:{environ.get('SERVER_PORT', '')}"
+            )
         method = environ.get("REQUEST_METHOD", "")
         if method != "PUT" and _declared_length(environ) > MAX_XML_BODY:
             return plain_response(

@@ -65,14 +65,17 @@ class PolicyReloader:
             stamp = self._read_stamp()
             if stamp is not None and stamp != self._stamp:
                 self._stamp = stamp
-                self.reload()
+                try:
+                    self.reload()
+                except Exception:  # the watcher must outlive any bad edit
+                    _log.exception("policy reload failed; keeping the current policies")
 
     def reload(self) -> bool:
         """Re-read the file now; True if new policies are in force."""
         try:
             text = self.path.read_text(encoding="utf-8")
             settings = settings_from_text(text, str(self.path))
-        except OSError as exc:
+        except (OSError, UnicodeDecodeError) as exc:
             _log.error(
                 "policy reload refused: %s: %s; keeping the current policies", self.path, exc
             )
@@ -84,7 +87,12 @@ class PolicyReloader:
                 "keeping the current policies (%d problem(s) in %s)", len(exc.problems), self.path
             )
             return False
-        policies, _ = build_policies(settings.policies, {}, str(self.path))
+        try:
+            policies, _ = build_policies(settings.policies, {}, str(self.path))
+        except Exception:
+            # A third-party policy failing to start must not end hot reload.
+            _log.exception("policy reload refused: a policy failed to start; keeping the current")
+            return False
         self.engine.replace(policies)
         _log.info("policies reloaded from %s: %d rule(s) in force", self.path, len(policies))
         if settings.model_dump(exclude={"policies"}) != self.settings.model_dump(

@@ -42,9 +42,17 @@ class Explanation:
 class PolicyEngine:
     def __init__(self, policies: list[Policy] | None = None) -> None:
         self._membership = MembershipPolicy()
-        self._rules: tuple[_Rule, ...] = ()
-        self._applicable: dict[tuple[object, ...], tuple[_Rule, ...]] = {}
+        # Rules and the cache derived from them change together, in one assignment.
+        self._state: tuple[tuple[_Rule, ...], dict[tuple[object, ...], tuple[_Rule, ...]]]
         self.replace(policies or [])
+
+    @property
+    def _rules(self) -> tuple[_Rule, ...]:
+        return self._state[0]
+
+    @property
+    def _applicable(self) -> dict[tuple[object, ...], tuple[_Rule, ...]]:
+        return self._state[1]
 
     @property
     def policies(self) -> list[Policy]:
@@ -55,12 +63,12 @@ class PolicyEngine:
             _Rule(p, Matcher(p.options, getattr(p, "default_operations", frozenset(Operation))))  # type: ignore[arg-type]
             for p in policies
         )
-        self._rules, self._applicable = rules, {}
+        self._state = (rules, {})
 
     def _rules_for(self, request: AccessRequest) -> tuple[_Rule, ...]:
         principal: Principal = request.principal
         key = (principal, request.mailbox, request.roles)
-        rules, cache = self._rules, self._applicable
+        rules, cache = self._state
         found = cache.get(key)
         if found is None:
             found = tuple(

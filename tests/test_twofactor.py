@@ -101,7 +101,12 @@ def test_webdav_refuses_the_account_password_under_two_factor(make_server, tmp_p
         "PROPFIND", url, headers={"Depth": "0"}, auth=("fay", PASSWORD), timeout=10
     )
     assert refused.status_code == 401
-    assert "uses two-factor login" in refused.text and "create an app password" in refused.text
+    assert "app password" in refused.text
+    wrong = requests.request(
+        "PROPFIND", url, headers={"Depth": "0"}, auth=("fay", "not-her-password"), timeout=10
+    )
+    assert wrong.status_code == 401
+    assert wrong.text == refused.text, "a correct password must not be confirmed"
 
     password = app_passwords.create(server.database(), "fay", "laptop")
     allowed = requests.request(

@@ -20,6 +20,12 @@ from davbox.access import AccessService, AppPasswordRequired, Throttled
 from davbox.events import EventBus, LoginRefused, request_context
 from davbox.http import plain_response
 
+WRONG = (
+    "wrong user name or password; accounts with two-factor login sign in to WebDAV"
+    " clients with an app password (create one on your account page, or ask an"
+    " administrator: davbox app-password create NAME --label CLIENT)"
+)
+
 
 class BasicAuthMiddleware:
     def __init__(
@@ -52,10 +58,11 @@ class BasicAuthMiddleware:
             return self._refuse(environ, start_response, "malformed Authorization header", "")
         try:
             principal = self.access.authenticate(username, password, environ.get("REMOTE_ADDR", ""))
-        except AppPasswordRequired as exc:
+        except AppPasswordRequired:
+            # The same answer as a wrong password: it must not confirm the password.
             self._emit(environ, username, "app-password-required", 401)
             return plain_response(
-                environ, start_response, 401, str(exc), [("WWW-Authenticate", self.challenge)]
+                environ, start_response, 401, WRONG, [("WWW-Authenticate", self.challenge)]
             )
         except Throttled as exc:
             self._emit(environ, username, "throttled", 429)
@@ -63,7 +70,7 @@ class BasicAuthMiddleware:
                 environ, start_response, 429, str(exc), [("Retry-After", str(exc.retry_after))]
             )
         if principal is None:
-            return self._refuse(environ, start_response, "wrong user name or password", username)
+            return self._refuse(environ, start_response, WRONG, username)
         environ["wsgidav.auth.user_name"] = principal.name
         environ["davbox.principal"] = principal
         environ["davbox.mailboxes"] = self.access.mailboxes_for(principal)

@@ -45,6 +45,8 @@ from davbox.policies.engine import PolicyEngine
 from davbox.providers.storage.filesystem import FilesystemStorage
 
 Location = tuple[MailboxAccess, str, Path]
+# Below the mailbox folder's own path, well inside the 4096 bytes of PATH_MAX.
+MAX_PATH_BYTES = 3072
 
 
 class MailboxProvider(DAVProvider):
@@ -112,6 +114,8 @@ class MailboxProvider(DAVProvider):
 
     def locate(self, path: str, environ: dict[str, Any]) -> Location:
         """Resolve a COPY/MOVE destination (as WsgiDAV hands it over) or refuse it."""
+        if len(path.encode()) > MAX_PATH_BYTES:
+            raise DAVError(414, f"paths are limited to {MAX_PATH_BYTES} bytes")
         for part in path.split("/"):
             if part:
                 self.check_name(part)
@@ -230,6 +234,8 @@ class MailboxProvider(DAVProvider):
     ) -> Iterable[bytes]:
         method = environ["REQUEST_METHOD"]
         path = environ["PATH_INFO"]
+        if len(path.encode()) > MAX_PATH_BYTES:
+            raise DAVError(414, f"paths are limited to {MAX_PATH_BYTES} bytes")
         if method == "PROPFIND" and environ.get("HTTP_DEPTH", "infinity").lower() not in (
             "0",
             "1",
@@ -242,6 +248,13 @@ class MailboxProvider(DAVProvider):
         location = self._resolve(path, environ) if path.strip("/") else None
         if location is not None:
             box, rel, fs_path = location
+            if (
+                method == "OPTIONS"
+                and rel != "/"
+                and not self.may(environ, box, rel, Operation.LIST)
+            ):
+                # The same answer whatever exists there: a dropper learns no names.
+                return _fixed_options(start_response)
             self._gate(environ, method, box, rel, fs_path)
             if method == "PUT":
                 self._check_upload_up_front(environ, box, rel, fs_path)
@@ -318,6 +331,14 @@ class MailboxProvider(DAVProvider):
             self.authorize(environ, box, rel, Operation.PROPPATCH)
         elif method == "LOCK" and os.path.lexists(fs_path) and not _is_refresh(environ):
             self.authorize(environ, box, rel, Operation.LOCK)
+
+
+def _fixed_options(start_response: Callable[..., Any]) -> list[bytes]:
+    start_response(
+        "200 OK",
+        [("DAV", "1, 2"), ("Allow", "OPTIONS, PUT, LOCK, UNLOCK"), ("Content-Length", "0")],
+    )
+    return [b""]
 
 
 def declared_size(environ: dict[str, Any]) -> int | None:

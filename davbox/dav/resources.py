@@ -61,6 +61,8 @@ def _native(method: Callable[..., Any]) -> Callable[..., Any]:
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
                 raise storage_error(StorageFull(str(exc))) from exc
+            if exc.errno == errno.ENAMETOOLONG:
+                raise storage_error(exc) from exc
             raise internal_error(self.environ, exc) from exc
         except Exception as exc:
             raise internal_error(self.environ, exc) from exc
@@ -69,6 +71,8 @@ def _native(method: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def storage_error(exc: Exception) -> DAVError:
+    if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
+        return DAVError(HTTP_BAD_REQUEST, "the path is too long")
     if isinstance(exc, StorageFull):
         return DAVError(HTTP_INSUFFICIENT_STORAGE, "not enough storage space; nothing was changed")
     if isinstance(exc, LengthMismatch):
@@ -178,6 +182,7 @@ class _Stored:
             raise DAVError(HTTP_FORBIDDEN, "a mailbox's top folder cannot be replaced")
         same_box = moving and dest_box.id == self.box.id
         growth = new_files = 0
+        self._authorize_replaced(dest, source_is_dir=items[0][1])
         for rel, is_dir in items:
             suffix = "" if rel == self.rel else rel[len(self.rel.rstrip("/")) :]
             target_rel = dest_rel.rstrip("/") + suffix if suffix else dest_rel
@@ -202,6 +207,26 @@ class _Stored:
                 new_files=new_files,
                 head=head,
             )
+
+    def _authorize_replaced(self, dest: Any, *, source_is_dir: bool) -> None:
+        """An existing destination that is not simply one file over another is deleted first.
+
+        Everything in it must be deletable by the caller (as for DELETE): a
+        COPY or MOVE onto a folder must not wipe what DELETE would refuse.
+        """
+        dest_box, dest_rel, dest_fs = dest
+        if not dest_fs.exists() or (dest_fs.is_file() and not source_is_dir):
+            return
+        self.provider.authorize(self.environ, dest_box, dest_rel, Operation.DELETE)
+        if dest_fs.is_dir():
+            base = dest_rel.rstrip("/")
+            for folder, dirs, files in os.walk(dest_fs):
+                sub = Path(folder).relative_to(dest_fs).as_posix()
+                prefix = base if sub == "." else f"{base}/{sub}"
+                for name in [*dirs, *files]:
+                    self.provider.authorize(
+                        self.environ, dest_box, f"{prefix}/{name}", Operation.DELETE
+                    )
 
     def _check_locks(self) -> None:
         """423 if this item or anything below it is locked by someone else.
@@ -259,9 +284,13 @@ class _Stored:
             staging = storage.temp_path("copy")
             staging.mkdir()
             storage.replace_tree(staging, dest[2])
+        elif dest[2].is_dir():
+            # A file over a folder: copy beside it first, swap, and only then
+            # remove the folder, so a failed copy destroys nothing.
+            staging = storage.temp_path("copy")
+            storage.copy_file(self.fs_path, staging, self.provider.block_size)
+            storage.replace_tree(staging, dest[2])
         else:
-            if dest[2].is_dir():
-                storage.delete(dest[2])
             storage.copy_file(self.fs_path, dest[2], self.provider.block_size)
         self.provider.copied_tree(self.path, dest_path, with_children=depth_infinity)
         storage.usage_changed(dest[0].storage_key)
