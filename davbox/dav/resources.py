@@ -133,7 +133,16 @@ class _Stored:
     environ: dict[str, Any]
     path: str
 
-    def _init_stored(self, box: MailboxAccess, rel: str, fs_path: Path, st: os.stat_result | None):
+    def __init__(
+        self,
+        path: str,
+        environ: dict[str, Any],
+        box: MailboxAccess,
+        rel: str,
+        fs_path: Path,
+        st: os.stat_result | None,
+    ) -> None:
+        super().__init__(path, environ)  # type: ignore[call-arg]  # the DAV resource base
         self.box = box
         self.rel = rel  # path inside the mailbox, "/" for its top folder
         self.fs_path = fs_path
@@ -318,18 +327,6 @@ class _Stored:
 
 
 class MailboxFolder(_Stored, DAVCollection):
-    def __init__(
-        self,
-        path: str,
-        environ: dict[str, Any],
-        box: MailboxAccess,
-        rel: str,
-        fs_path: Path,
-        st: os.stat_result,
-    ) -> None:
-        DAVCollection.__init__(self, path, environ)
-        self._init_stored(box, rel, fs_path, st)
-
     def get_display_name(self) -> str:
         return self.box.name if self.rel == "/" else self.name
 
@@ -388,18 +385,7 @@ class MailboxFolder(_Stored, DAVCollection):
 
 
 class MailboxFile(_Stored, DAVNonCollection):
-    def __init__(
-        self,
-        path: str,
-        environ: dict[str, Any],
-        box: MailboxAccess,
-        rel: str,
-        fs_path: Path,
-        st: os.stat_result | None,
-    ) -> None:
-        DAVNonCollection.__init__(self, path, environ)
-        self._init_stored(box, rel, fs_path, st)
-        self._writer: AtomicWriter | None = None
+    _writer: AtomicWriter | None = None
 
     def get_content_length(self) -> int:
         return self.st.st_size if self.st else 0
