@@ -125,8 +125,12 @@ class AccessService:
         if cached is not None and cached[1] > time.monotonic():
             return cached[0]
         keys = LoginThrottle.keys(username, address)
+        pending: dict[str, int] = {}
         if self.throttle is not None:
             wait = self.throttle.retry_after(keys)
+            if wait is None:
+                pending = self.throttle.begin(keys)
+                wait = self.throttle.retry_after(keys, before=pending)
             if wait is not None:
                 raise Throttled(wait)
         grant = app_passwords.verify(self.db, self._secret, username, password, address)
@@ -140,6 +144,8 @@ class AccessService:
                 read_only=grant.read_only,
             )
             self._remember(key, principal, generation)
+            if self.throttle is not None:
+                self.throttle.succeeded(keys[0], pending)
             return principal
         for provider in self.providers:
             identity = provider.verify(username, password)
@@ -148,18 +154,14 @@ class AccessService:
                 if self.two_factor_for and twofactor.required_for(
                     self.db, identity.name, identity.user_id, groups, self.two_factor_for
                 ):
-                    # Counted like a failure: the answer must not confirm the password.
-                    if self.throttle is not None:
-                        self.throttle.failed(keys)
+                    # Stays counted as a failure: the answer must not confirm the password.
                     raise AppPasswordRequired(identity.name)
                 principal = Principal("user", identity.name, identity.user_id, groups)
                 self._remember(key, principal, generation)
                 if self.throttle is not None:
-                    self.throttle.succeeded(keys[0])
+                    self.throttle.succeeded(keys[0], pending)
                 return principal
-        if self.throttle is not None:
-            self.throttle.failed(keys)
-        return None
+        return None  # the attempt stays recorded as a failure
 
     def _remember(self, key: bytes, principal: Principal, generation: int) -> None:
         if self.cache_ttl > 0:

@@ -6,8 +6,10 @@ Contract:
   ``address:<ip>``) has ``limit`` failures within ``window`` seconds, every
   further attempt waits 2, 4, 8 ... seconds after the last failure, at most
   ``max_delay``. While blocked, no password is checked (no hash is spent).
-- ``failed(keys)`` records a failure for each key; ``succeeded(account_key)``
-  forgets an account's failures (an address's stay).
+- ``begin(keys)`` records an attempt as a failure before the password is
+  checked, so parallel attempts cannot all slip through one gap;
+  ``succeeded(account_key, pending)`` takes the attempt back and forgets the
+  account's failures (an address's other failures stay).
 - Counts live in the database, so several server processes agree. Unknown
   accounts are counted like known ones: both get the same answers.
 """
@@ -42,21 +44,41 @@ class LoginThrottle:
     def keys(username: str, address: str) -> list[str]:
         return [f"account:{username.casefold()}", f"address:{address}"]
 
-    def retry_after(self, keys: list[str]) -> int | None:
+    def retry_after(self, keys: list[str], before: dict[str, int] | None = None) -> int | None:
+        """Seconds to wait, judging the failures recorded (before ``before``'s ids, if given)."""
         now = time.time()
         worst = 0.0
         with self.db.session() as session:
-            rows = session.execute(
-                select(AuthFailure.key, func.count(), func.max(AuthFailure.at))
-                .where(AuthFailure.key.in_(keys), AuthFailure.at > now - self.window)
-                .group_by(AuthFailure.key)
-            ).all()
-        for key, count, last in rows:
-            limit = self.limits[key.partition(":")[0]]
-            if count >= limit:
-                delay = min(self.max_delay, 2.0 ** (count - limit + 1))
-                worst = max(worst, last + delay - now)
+            for key in keys:
+                query = select(func.count(), func.max(AuthFailure.at)).where(
+                    AuthFailure.key == key, AuthFailure.at > now - self.window
+                )
+                if before is not None:
+                    query = query.where(AuthFailure.id < before[key])
+                count, last = session.execute(query).one()
+                limit = self.limits[key.partition(":")[0]]
+                if count >= limit and last is not None:
+                    delay = min(self.max_delay, 2.0 ** (count - limit + 1))
+                    worst = max(worst, last + delay - now)
         return int(worst) + 1 if worst > 0 else None
+
+    def begin(self, keys: list[str]) -> dict[str, int]:
+        """Record an attempt as a failure *before* the password is checked.
+
+        Parallel attempts each see the ones recorded before them
+        (``retry_after(keys, before=...)``), so N connections at once get one
+        guess, not N. A successful attempt takes its records back (``succeeded``).
+        """
+        now = time.time()
+        with self.db.session() as session:
+            rows = [AuthFailure(key=key, at=now) for key in keys]
+            session.add_all(rows)
+            session.flush()
+            pending = {row.key: row.id for row in rows}
+            if now - self._purged_at > 60:
+                self._purged_at = now
+                session.execute(delete(AuthFailure).where(AuthFailure.at < now - self.window))
+        return pending
 
     def failed(self, keys: list[str]) -> None:
         now = time.time()
@@ -66,6 +88,9 @@ class LoginThrottle:
                 self._purged_at = now
                 session.execute(delete(AuthFailure).where(AuthFailure.at < now - self.window))
 
-    def succeeded(self, account_key: str) -> None:
+    def succeeded(self, account_key: str, pending: dict[str, int] | None = None) -> None:
+        """Forget the account's failures and this attempt's own records."""
         with self.db.session() as session:
             session.execute(delete(AuthFailure).where(AuthFailure.key == account_key))
+            if pending:
+                session.execute(delete(AuthFailure).where(AuthFailure.id.in_(pending.values())))

@@ -85,3 +85,28 @@ def test_address_limit_and_success_reset(tmp_path):
     throttle.failed(throttle.keys("alice", "10.0.0.11"))
     assert throttle.retry_after(["account:alice"]) is None  # 1 failure since the success
     db.dispose()
+
+
+def test_parallel_guesses_get_one_try_at_the_limit(make_server, tmp_path):
+    import threading
+
+    config = tmp_path / "throttle.yaml"
+    config.write_text("auth:\n  throttle_account_failures: 10\n  throttle_address_failures: 1000\n")
+    server = make_server("parallel", config=config)
+    server.add_user("target")
+    url = server.dav("")
+    for attempt in range(9):
+        assert requests.get(url, auth=("target", f"wrong-{attempt}"), timeout=30).status_code == 401
+    statuses: list[int] = []
+
+    def guess(index: int) -> None:
+        response = requests.get(url, auth=("target", f"parallel-{index}"), timeout=60)
+        statuses.append(response.status_code)
+
+    threads = [threading.Thread(target=guess, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses.count(401) == 1, statuses
+    assert statuses.count(429) == 15
