@@ -6,6 +6,7 @@ Each case gets a fresh mailbox state prepared by a manager account.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 
@@ -205,3 +206,18 @@ def _status_within(url, auth, wanted, seconds):
         if status == wanted or time.monotonic() > deadline:
             return status
         time.sleep(0.2)
+
+
+def test_a_dropper_cannot_hold_a_lock_for_weeks(world):
+    box = _prepare(world)
+    response = requests.request(
+        "LOCK",
+        world.dav(f"{box}/claim.pdf"),
+        data=LOCK_BODY.encode(),
+        headers={"Timeout": "Second-2419200"},
+        auth=("dropper", PASSWORD),
+        timeout=10,
+    )
+    assert response.status_code == 201
+    granted = re.search(r"<\w+:timeout>Second-(\d+)</\w+:timeout>", response.text)
+    assert granted and 0 < int(granted.group(1)) <= 600, response.text

@@ -45,6 +45,7 @@ from davbox.policies.engine import PolicyEngine
 from davbox.providers.storage.filesystem import FilesystemStorage
 
 Location = tuple[MailboxAccess, str, Path]
+NON_LISTER_LOCK_SECONDS = 600
 # Below the mailbox folder's own path, well inside the 4096 bytes of PATH_MAX.
 MAX_PATH_BYTES = 3072
 
@@ -248,11 +249,12 @@ class MailboxProvider(DAVProvider):
         location = self._resolve(path, environ) if path.strip("/") else None
         if location is not None:
             box, rel, fs_path = location
-            if (
-                method == "OPTIONS"
-                and rel != "/"
-                and not self.may(environ, box, rel, Operation.LIST)
-            ):
+            lists = self.may(environ, box, rel, Operation.LIST)
+            if method == "LOCK" and not lists:
+                # Callers who cannot see the mailbox's files (droppers) hold locks
+                # only while they create a file, not for weeks.
+                environ["HTTP_TIMEOUT"] = f"Second-{NON_LISTER_LOCK_SECONDS}"
+            if method == "OPTIONS" and rel != "/" and not lists:
                 # The same answer whatever exists there: a dropper learns no names.
                 return _fixed_options(start_response)
             self._gate(environ, method, box, rel, fs_path)

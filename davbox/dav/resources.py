@@ -269,11 +269,15 @@ class _Stored:
         self._refuse_top("moved")
         dest = self.provider.locate(dest_path, self.environ)
         items = self._authorize_tree(Operation.MOVE)
-        self._authorize_destination(items, dest, moving=True)
-        existed = dest[2].exists()
-        self.provider.storage.replace_tree(self.fs_path, dest[2])
+        storage = self.provider.storage
+        # Checked and done under the destination's commit lock, like uploads:
+        # concurrent arrivals cannot together overrun its quota.
+        with storage.commit_lock(dest[0].storage_key):
+            self._authorize_destination(items, dest, moving=True)
+            existed = dest[2].exists()
+            storage.replace_tree(self.fs_path, dest[2])
+            storage.usage_changed(self.box.storage_key, dest[0].storage_key)
         self.provider.moved_tree(self.path, dest_path)
-        self.provider.storage.usage_changed(self.box.storage_key, dest[0].storage_key)
         self.environ["davbox.created"] = not existed
         return True
 
@@ -284,25 +288,26 @@ class _Stored:
         items = self._walk() if depth_infinity else [(self.rel, is_dir)]
         for rel, is_dir in items:
             self.authorize(Operation.LIST if is_dir else Operation.READ, rel)
-        self._authorize_destination(items, dest, moving=False)
-        existed = dest[2].exists()
         storage = self.provider.storage
-        if items[0][1] and depth_infinity:
-            storage.copy_tree(self.fs_path, dest[2])
-        elif items[0][1]:
-            staging = storage.temp_path("copy")
-            staging.mkdir()
-            storage.replace_tree(staging, dest[2])
-        elif dest[2].is_dir():
-            # A file over a folder: copy beside it first, swap, and only then
-            # remove the folder, so a failed copy destroys nothing.
-            staging = storage.temp_path("copy")
-            storage.copy_file(self.fs_path, staging, self.provider.block_size)
-            storage.replace_tree(staging, dest[2])
-        else:
-            storage.copy_file(self.fs_path, dest[2], self.provider.block_size)
+        with storage.commit_lock(dest[0].storage_key):
+            self._authorize_destination(items, dest, moving=False)
+            existed = dest[2].exists()
+            if items[0][1] and depth_infinity:
+                storage.copy_tree(self.fs_path, dest[2])
+            elif items[0][1]:
+                staging = storage.temp_path("copy")
+                staging.mkdir()
+                storage.replace_tree(staging, dest[2])
+            elif dest[2].is_dir():
+                # A file over a folder: copy beside it first, swap, and only then
+                # remove the folder, so a failed copy destroys nothing.
+                staging = storage.temp_path("copy")
+                storage.copy_file(self.fs_path, staging, self.provider.block_size)
+                storage.replace_tree(staging, dest[2])
+            else:
+                storage.copy_file(self.fs_path, dest[2], self.provider.block_size)
+            storage.usage_changed(dest[0].storage_key)
         self.provider.copied_tree(self.path, dest_path, with_children=depth_infinity)
-        storage.usage_changed(dest[0].storage_key)
         self.environ["davbox.created"] = not existed
         return True
 
