@@ -80,14 +80,6 @@ class LoginThrottle:
                 session.execute(delete(AuthFailure).where(AuthFailure.at < now - self.window))
         return pending
 
-    def failed(self, keys: list[str]) -> None:
-        now = time.time()
-        with self.db.session() as session:
-            session.add_all(AuthFailure(key=key, at=now) for key in keys)
-            if now - self._purged_at > 60:
-                self._purged_at = now
-                session.execute(delete(AuthFailure).where(AuthFailure.at < now - self.window))
-
     def succeeded(self, account_key: str, pending: dict[str, int] | None = None) -> None:
         """Forget the account's failures and this attempt's own records."""
         with self.db.session() as session:

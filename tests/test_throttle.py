@@ -76,13 +76,13 @@ def test_address_limit_and_success_reset(tmp_path):
     throttle = LoginThrottle(db, account_limit=3, address_limit=5, window=900, max_delay=900)
     for index in range(5):
         assert throttle.retry_after(throttle.keys(f"user{index}", "10.0.0.9")) is None
-        throttle.failed(throttle.keys(f"user{index}", "10.0.0.9"))
+        throttle.begin(throttle.keys(f"user{index}", "10.0.0.9"))
     assert throttle.retry_after(throttle.keys("someone-else", "10.0.0.9")) is not None
     assert throttle.retry_after(throttle.keys("someone-else", "10.0.0.10")) is None
     for _ in range(2):
-        throttle.failed(throttle.keys("alice", "10.0.0.11"))
+        throttle.begin(throttle.keys("alice", "10.0.0.11"))
     throttle.succeeded("account:alice")
-    throttle.failed(throttle.keys("alice", "10.0.0.11"))
+    throttle.begin(throttle.keys("alice", "10.0.0.11"))
     assert throttle.retry_after(["account:alice"]) is None  # 1 failure since the success
     db.dispose()
 

@@ -4,8 +4,9 @@ Contract: implements the methods WsgiDAV's ``PropertyManager`` has, plus
 ``move_tree``/``copy_tree``/``remove_tree`` for recursive operations. Reads are
 served from a per-process cache filled one folder at a time (one query for a
 whole PROPFIND Depth 1); every write goes to the database first. The cache is
-per process: with several processes, property changes made by another process
-become visible after ``invalidate()`` (called when the access epoch changes).
+per process and dropped by this process's own tree operations
+(``invalidate()``): several processes on one database need the shared
+coordination that comes with multi-process support (issue 7).
 """
 
 from __future__ import annotations

@@ -257,7 +257,7 @@ class MailboxProvider(DAVProvider):
             if method == "OPTIONS" and rel != "/" and not lists:
                 # The same answer whatever exists there: a dropper learns no names.
                 return _fixed_options(start_response)
-            self._gate(environ, method, box, rel, fs_path)
+            self._gate(environ, method, box, rel, fs_path, lists=lists)
             if method == "PUT":
                 self._check_upload_up_front(environ, box, rel, fs_path)
         elif "/" not in path.strip("/") and method in ("PUT", "MKCOL", "LOCK"):
@@ -314,7 +314,14 @@ class MailboxProvider(DAVProvider):
         )
 
     def _gate(
-        self, environ: dict[str, Any], method: str, box: MailboxAccess, rel: str, fs_path: Path
+        self,
+        environ: dict[str, Any],
+        method: str,
+        box: MailboxAccess,
+        rel: str,
+        fs_path: Path,
+        *,
+        lists: bool,
     ) -> None:
         """Refuse early what the caller may never do here, without revealing what exists.
 
@@ -322,10 +329,10 @@ class MailboxProvider(DAVProvider):
         existing and missing names: 404 for reading, changing or probing items,
         403 for MKCOL; only PUT, LOCK and UNLOCK reach the resource checks.
         """
-        if rel != "/" and not self.may(environ, box, rel, Operation.LIST):
+        if rel != "/" and not lists:
             if method == "MKCOL":
                 self.authorize(environ, box, rel, Operation.MKCOL)
-            elif method not in ("PUT", "LOCK", "UNLOCK", "OPTIONS"):
+            elif method not in ("PUT", "LOCK", "UNLOCK"):
                 raise DAVError(HTTP_NOT_FOUND)
         if method in ("GET", "HEAD") and rel != "/":
             self.authorize(environ, box, rel, Operation.READ)
