@@ -35,7 +35,7 @@ from davbox import app_passwords, twofactor
 from davbox.db import Database
 from davbox.db.models import Group, GroupMember, Mailbox, MailboxGrant, User
 from davbox.policies.base import Principal
-from davbox.providers.identity import IdentityProvider
+from davbox.providers.identity import Identity, IdentityProvider
 from davbox.throttle import LoginThrottle
 
 
@@ -125,14 +125,7 @@ class AccessService:
         if cached is not None and cached[1] > time.monotonic():
             return cached[0]
         keys = LoginThrottle.keys(username, address)
-        pending: dict[str, int] = {}
-        if self.throttle is not None:
-            wait = self.throttle.retry_after(keys)
-            if wait is None:
-                pending = self.throttle.begin(keys)
-                wait = self.throttle.retry_after(keys, before=pending)
-            if wait is not None:
-                raise Throttled(wait)
+        pending = self._begin_attempt(keys)
         grant = app_passwords.verify(self.db, self._secret, username, password, address)
         if grant is not None:
             principal = Principal(
@@ -147,21 +140,81 @@ class AccessService:
             if self.throttle is not None:
                 self.throttle.succeeded(keys[0], pending)
             return principal
+        identity = self._verify_with_providers(username, password)
+        if identity is None:
+            return None  # the attempt stays recorded as a failure
+        groups = self._groups_of(identity.user_id)
+        if self.requires_two_factor(identity, groups):
+            # Stays counted as a failure: the answer must not confirm the password.
+            raise AppPasswordRequired(identity.name)
+        principal = Principal("user", identity.name, identity.user_id, groups)
+        self._remember(key, principal, generation)
+        if self.throttle is not None:
+            self.throttle.succeeded(keys[0], pending)
+        return principal
+
+    def _verify_with_providers(self, username: str, password: str) -> Identity | None:
+        """Ask the identity providers in order; the first that knows the password wins."""
         for provider in self.providers:
             identity = provider.verify(username, password)
             if identity is not None:
-                groups = self._groups_of(identity.user_id)
-                if self.two_factor_for and twofactor.required_for(
-                    self.db, identity.name, identity.user_id, groups, self.two_factor_for
-                ):
-                    # Stays counted as a failure: the answer must not confirm the password.
-                    raise AppPasswordRequired(identity.name)
-                principal = Principal("user", identity.name, identity.user_id, groups)
-                self._remember(key, principal, generation)
-                if self.throttle is not None:
-                    self.throttle.succeeded(keys[0], pending)
-                return principal
-        return None  # the attempt stays recorded as a failure
+                return identity
+        return None
+
+    def requires_two_factor(self, identity: Identity, groups: frozenset[str] | None = None) -> bool:
+        """Whether ``auth.two_factor_for`` puts this account under two-factor login."""
+        if not self.two_factor_for:
+            return False
+        if groups is None:
+            groups = self._groups_of(identity.user_id)
+        return twofactor.required_for(
+            self.db, identity.name, identity.user_id, groups, self.two_factor_for
+        )
+
+    def check_password(self, username: str, password: str, address: str) -> Identity | None:
+        """The first login step on the web: the account password alone, throttled.
+
+        Returns the identity (which opens nothing by itself: the caller decides
+        whether a second factor follows) or None; raises ``Throttled``. App
+        passwords are not accepted here: they are for WebDAV clients only.
+        """
+        keys = LoginThrottle.keys(username, address)
+        pending = self._begin_attempt(keys)
+        identity = self._verify_with_providers(username, password)
+        if identity is not None and self.throttle is not None:
+            self.throttle.succeeded(keys[0], pending)
+        return identity
+
+    def check_second_factor(self, username: str, code: str, address: str) -> bool:
+        """The second login step: a TOTP code or a recovery code, each accepted once.
+
+        Counted by the same limiter as passwords, so codes cannot be guessed
+        faster than passwords. Raises ``Throttled``.
+        """
+        keys = LoginThrottle.keys(username, address)
+        pending = self._begin_attempt(keys)
+        code = code.strip()
+        ok = (
+            twofactor.verify_code(self.db, username, code)
+            if code.isdigit()
+            else twofactor.use_recovery_code(self.db, username, code)
+        )
+        if ok and self.throttle is not None:
+            self.throttle.succeeded(keys[0], pending)
+        return ok
+
+    def _begin_attempt(self, keys: list[str]) -> dict[str, int]:
+        """Record an attempt before checking it (see ``LoginThrottle.begin``); raise Throttled."""
+        if self.throttle is None:
+            return {}
+        wait = self.throttle.retry_after(keys)
+        pending: dict[str, int] = {}
+        if wait is None:
+            pending = self.throttle.begin(keys)
+            wait = self.throttle.retry_after(keys, before=pending)
+        if wait is not None:
+            raise Throttled(wait)
+        return pending
 
     def _remember(self, key: bytes, principal: Principal, generation: int) -> None:
         if self.cache_ttl > 0:

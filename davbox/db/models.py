@@ -205,6 +205,30 @@ class AuthFailure(Base):
     at: Mapped[float] = mapped_column(Float)
 
 
+class WebSession(Base):
+    """A browser session (davbox.sessions): only a digest of its cookie is stored.
+
+    ``stage`` is how far the login got: "password" (code still due), "enroll"
+    (must set up two-factor login first) or "full". Times are UNIX seconds.
+    ``pending_totp`` holds a TOTP secret being set up, encrypted, until confirmed.
+    """
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    stage: Mapped[str] = mapped_column(String(16))
+    csrf: Mapped[str] = mapped_column(String(64))
+    pending_totp: Mapped[str | None] = mapped_column(String(256))
+    created_at: Mapped[float] = mapped_column(Float)
+    last_seen: Mapped[float] = mapped_column(Float)
+    address: Mapped[str] = mapped_column(String(64), default="")
+    user_agent: Mapped[str] = mapped_column(String(256), default="")
+
+
 class Setting(Base):
     """Server-wide state kept in the database (secrets, change counters)."""
 
