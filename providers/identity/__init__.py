@@ -2,12 +2,20 @@
 
 A provider subclasses ``IdentityProvider`` and implements ``verify``. It must
 return ``None`` for an unknown user, a wrong password and a disabled account
-alike, and spend about the same time on each (no account enumeration).
+alike, and spend about the same time on each (no account enumeration). A
+provider that cannot reach its backend raises ``ProviderUnavailable``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+
+class ProviderUnavailable(Exception):
+    """The provider cannot answer now (its directory is unreachable): nobody logs in through it.
+
+    Callers answer 503; they never fall back to another way in.
+    """
 
 
 @dataclass(frozen=True)
