@@ -203,6 +203,21 @@ class AccessService:
             self.throttle.succeeded(keys[0], pending)
         return ok
 
+    def confirm_two_factor(
+        self, username: str, secret: str, code: str, address: str, keep_session: int | None
+    ) -> list[str] | None:
+        """Web enrollment: install ``secret`` if ``code`` matches it (throttled like codes).
+
+        Returns the new recovery codes, or None for a wrong code. Other web
+        sessions of the account end.
+        """
+        keys = LoginThrottle.keys(username, address)
+        pending = self._begin_attempt(keys)
+        codes = twofactor.confirm(self.db, username, secret, code, keep_session=keep_session)
+        if codes is not None and self.throttle is not None:
+            self.throttle.succeeded(keys[0], pending)
+        return codes
+
     def _begin_attempt(self, keys: list[str]) -> dict[str, int]:
         """Record an attempt before checking it (see ``LoginThrottle.begin``); raise Throttled."""
         if self.throttle is None:

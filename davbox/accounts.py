@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from davbox.db import Database, bump_epoch
 from davbox.db.models import Group, Mailbox, MailboxGrant, Role, User
 from davbox.passwords import hash_password, validate_new_password
+from davbox.sessions import end_for_user
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
 MAILBOX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,127}$")
@@ -120,13 +121,16 @@ def set_disabled(db: Database, name: str, disabled: bool) -> None:
         bump_epoch(session)
 
 
-def set_password(db: Database, name: str, password: str) -> None:
+def set_password(db: Database, name: str, password: str, keep_session: int | None = None) -> None:
+    """Change an account's password; its web sessions end (but ``keep_session``)."""
     try:
         validate_new_password(password)
     except ValueError as exc:
         raise AdminError(str(exc)) from None
     with db.session() as session:
-        _user(session, name).password_hash = hash_password(password)
+        user = _user(session, name)
+        user.password_hash = hash_password(password)
+        end_for_user(session, user.id, keep=keep_session)
         bump_epoch(session)
 
 

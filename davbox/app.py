@@ -17,7 +17,7 @@ from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from davbox.access import AccessService
-from davbox.admin_ui import StartPage
+from davbox.admin_ui.web import WebApp
 from davbox.config import Settings
 from davbox.dav.authn import BasicAuthMiddleware
 from davbox.dav.errors import DavErrorMiddleware, install_response_pages
@@ -32,6 +32,7 @@ from davbox.policies.engine import PolicyEngine
 from davbox.policies.registry import build_policies
 from davbox.providers.identity.sql import SqlIdentityProvider
 from davbox.providers.storage.filesystem import FilesystemStorage
+from davbox.sessions import SessionStore
 from davbox.throttle import LoginThrottle
 
 
@@ -96,4 +97,12 @@ class Runtime:
         install_response_pages()
         dav = WsgiDAVApp(self.dav_config())
         authenticated = BasicAuthMiddleware(dav, self.access, self.settings.auth.realm, self.events)
-        return Dispatcher(authenticated, StartPage(), access_log=self.settings.logging.access_log)
+        web = self.settings.web
+        sessions = SessionStore(
+            self.db,
+            idle_timeout=web.session_idle_timeout,
+            absolute_timeout=web.session_max_age,
+            step_timeout=web.login_step_timeout,
+        )
+        pages = WebApp(self.db, self.access, sessions, self.events, max_age=web.session_max_age)
+        return Dispatcher(authenticated, pages, access_log=self.settings.logging.access_log)

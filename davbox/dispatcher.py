@@ -6,8 +6,9 @@ Contract:
   them, so NFD names from macOS and NFC names from Windows address one file.
 - ``OPTIONS /`` and ``OPTIONS *`` answer ``DAV: 1,2`` and ``MS-Author-Via: DAV``
   (Windows probes the server root before mapping a drive).
-- ``/dav/...`` goes to the WebDAV app with ``SCRIPT_NAME=/dav``; ``/`` is the
-  start page; everything else is 404.
+- ``/dav/...`` goes to the WebDAV app with ``SCRIPT_NAME=/dav``; everything
+  else to the web pages (``davbox.admin_ui.web``), which answer 404 for what
+  they do not know.
 - Only PUT may carry a body over 1 MiB (WsgiDAV parses the others in memory): 413.
 - Reason phrases are always the standard ones (WsgiDAV says "Status" for some).
 - An exception that escapes an app is logged and answered 500 with a request
@@ -37,9 +38,9 @@ MAX_XML_BODY = 1024 * 1024
 
 
 class Dispatcher:
-    def __init__(self, dav_app: App, start_page: App, *, access_log: bool = True) -> None:
+    def __init__(self, dav_app: App, web_app: App, *, access_log: bool = True) -> None:
         self.dav_app = dav_app
-        self.start_page = start_page
+        self.web_app = web_app
         self.access_log = access_log
 
     def __call__(
@@ -124,11 +125,7 @@ class Dispatcher:
             environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "").rstrip("/") + DAV_PREFIX
             environ["PATH_INFO"] = environ["PATH_INFO"][len(DAV_PREFIX) :] or "/"
             return self.dav_app(environ, start_response)
-        if path == "/" and method in ("GET", "HEAD"):
-            return self.start_page(environ, start_response)
-        return plain_response(
-            environ, start_response, 404, "nothing here; WebDAV is served under /dav/"
-        )
+        return self.web_app(environ, start_response)
 
 
 def _nfc_url(url: str) -> str:

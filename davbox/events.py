@@ -51,12 +51,27 @@ class AccessRefused(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class LoginRefused(Event):
-    """Credentials were refused: ``outcome`` is "malformed", "wrong" or "throttled"."""
+    """Credentials were refused.
+
+    ``outcome``: "malformed", "wrong", "wrong-code", "app-password-required" or
+    "throttled"; ``via``: "dav" (Basic auth) or "web" (the login pages).
+    """
 
     kind: ClassVar[str] = "login-refused"
 
     outcome: str
     status: int
+    via: str = "dav"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoginSucceeded(Event):
+    """A web login completed (``method``: "password" or "password+code")."""
+
+    kind: ClassVar[str] = "login-succeeded"
+
+    method: str
+    via: str = "web"
 
 
 class Sink(Protocol):

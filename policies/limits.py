@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import unicodedata
 
+from pydantic import ByteSize, StrictBool, StrictInt, StrictStr, field_validator
+
 from davbox.policies.base import AccessRequest, Decision, Operation, Policy, UploadLimit
 from davbox.policies.content import content_matches
 from davbox.policies.matching import MatchOptions
-from pydantic import ByteSize, StrictBool, StrictInt, StrictStr, field_validator
 
 _STORE = frozenset({Operation.CREATE, Operation.OVERWRITE})
 

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from fnmatch import fnmatchcase
 
-from davbox.policies.base import AccessRequest, Operation, Principal
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
+from davbox.policies.base import AccessRequest, Operation, Principal
 
 
 class MatchOptions(BaseModel):

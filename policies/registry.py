@@ -14,12 +14,12 @@ import difflib
 import importlib
 from typing import Any
 
-from davbox.policies.base import Policy
-from davbox.policies.limits import DenyPolicy, ExtensionPolicy, QuotaPolicy, SizePolicy
 from pydantic import ValidationError
 
 from davbox.config.problems import line_of, problems_from
 from davbox.config.yamlsource import ConfigProblem, LineDict
+from davbox.policies.base import Policy
+from davbox.policies.limits import DenyPolicy, ExtensionPolicy, QuotaPolicy, SizePolicy
 
 BUILTINS: dict[str, type[Policy]] = {
     cls.name: cls for cls in (SizePolicy, ExtensionPolicy, QuotaPolicy, DenyPolicy)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pydantic import StrictStr
+
 from davbox.policies.base import AccessRequest, Decision, Operation, Policy
 from davbox.policies.matching import MatchOptions
-from pydantic import StrictStr
 
 
 class WordOptions(MatchOptions):

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import time
 
-from davbox.providers.identity.sql import SqlIdentityProvider
-
 from davbox import accounts
 from davbox.access import AccessService
 from davbox.db import Database
+from davbox.providers.identity.sql import SqlIdentityProvider
 from tests.davserver import PASSWORD
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from davbox.policies.base import AccessRequest, Operation, Principal, Usage
-from davbox.policies.engine import PolicyEngine
-from davbox.policies.registry import build_policies
 
 from davbox.config import ConfigError, settings_from_text
 from davbox.config.yamlsource import load_yaml
+from davbox.policies.base import AccessRequest, Operation, Principal, Usage
+from davbox.policies.engine import PolicyEngine
+from davbox.policies.registry import build_policies
 
 ALICE = Principal("user", "alice", 1, frozenset({"legal"}))
 BOB = Principal("user", "bob", 2, frozenset())

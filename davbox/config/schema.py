@@ -7,18 +7,23 @@ number is not an int, ``no`` is not a bool); sizes accept units (``64KiB``).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import os
+import string
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ByteSize,
     ConfigDict,
+    Discriminator,
     Field,
     StrictBool,
     StrictFloat,
     StrictInt,
     StrictStr,
+    Tag,
     field_validator,
+    model_validator,
 )
 
 
@@ -68,8 +73,130 @@ class StorageSettings(_Section):
     )
 
 
+class SqlProviderSettings(_Section):
+    type: Literal["sql"] = Field(description="accounts in davbox's own database")
+
+
+class LdapProviderSettings(_Section):
+    """An LDAP directory (``davbox.providers.identity.ldap``); secrets may use $env/$file."""
+
+    type: Literal["ldap"] = Field(description="accounts in an LDAP directory")
+    url: StrictStr = Field(description="ldap://HOST[:PORT] or ldaps://HOST[:PORT]")
+    start_tls: StrictBool = Field(False, description="upgrade ldap:// with StartTLS")
+    ca_file: StrictStr | None = Field(
+        None, description="PEM file of CAs to trust; default: the system's CAs"
+    )
+    verify_tls: StrictBool = Field(True, description="check the server's certificate and name")
+    timeout: StrictInt = Field(
+        5, ge=1, le=120, description="seconds to connect, and to wait for each answer"
+    )
+    bind_dn: StrictStr | None = Field(None, description="service account for searches")
+    bind_password: StrictStr | None = Field(None, description="the service account's password")
+    user_search_base: StrictStr | None = Field(
+        None, description="search-then-bind: where accounts are searched"
+    )
+    user_filter: StrictStr = Field(
+        "(&(objectClass=inetOrgPerson)(uid={username}))",
+        description="search-then-bind: the filter; {username} is the escaped login name",
+    )
+    user_dn_template: StrictStr | None = Field(
+        None, description="direct bind: the account's DN; {username} is the escaped login name"
+    )
+    username_attribute: StrictStr = Field(
+        "uid", description="attribute whose value is the davbox account name"
+    )
+    group_search_base: StrictStr | None = Field(None, description="where groups are searched")
+    group_filter: StrictStr = Field(
+        "(&(objectClass=groupOfNames)(member={dn}))",
+        description="the account's groups; {dn} and {username} are escaped",
+    )
+    group_attribute: StrictStr = Field("cn", description="attribute naming a group")
+    group_map: dict[StrictStr, StrictStr] = Field(
+        default_factory=dict, description="LDAP group name: davbox group (only these are synced)"
+    )
+    pool_size: StrictInt = Field(
+        4, ge=1, le=64, description="service connections kept open and reused"
+    )
+    cache_ttl: StrictInt | None = Field(
+        None,
+        ge=0,
+        le=86400,
+        description="seconds a verified LDAP login stays cached, at most auth.cache_ttl",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LdapProviderSettings:
+        scheme = self.url.partition("://")[0].lower()
+        if scheme not in ("ldap", "ldaps") or not self.url.partition("://")[2].strip("/"):
+            raise ValueError(f"url must be ldap://HOST or ldaps://HOST, got {self.url!r}")
+        if self.start_tls and scheme == "ldaps":
+            raise ValueError("start_tls is for ldap:// URLs; ldaps:// is TLS from the start")
+        if (self.user_search_base is None) == (self.user_dn_template is None):
+            raise ValueError("set exactly one of user_search_base and user_dn_template")
+        if (self.bind_dn is None) != (self.bind_password is None):
+            raise ValueError("bind_dn and bind_password go together")
+        if self.group_map and self.group_search_base is None:
+            raise ValueError("group_map needs group_search_base")
+        if self.group_search_base is not None and not self.group_map:
+            raise ValueError("group_search_base needs group_map (only mapped groups are synced)")
+        _placeholders("user_filter", self.user_filter, {"username"}, frozenset({"username"}))
+        if self.user_dn_template is not None:
+            _placeholders(
+                "user_dn_template", self.user_dn_template, {"username"}, frozenset({"username"})
+            )
+        _placeholders("group_filter", self.group_filter, {"dn", "username"})
+        if self.ca_file is not None and not os.access(self.ca_file, os.R_OK):
+            raise ValueError(f"cannot read ca_file {self.ca_file}")
+        return self
+
+
+def _placeholders(
+    key: str, text: str, allowed: set[str], required: frozenset[str] = frozenset()
+) -> None:
+    """Refuse unknown ``{names}`` in a filter or template, and missing required ones."""
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+    except ValueError as exc:
+        raise ValueError(f"{key}: {exc}") from None
+    unknown = names - allowed
+    if unknown:
+        raise ValueError(
+            f"{key}: unknown placeholder {{{sorted(unknown)[0]}}}"
+            f" (known: {', '.join('{' + n + '}' for n in sorted(allowed))})"
+        )
+    missing = required - names
+    if missing:
+        raise ValueError(f"{key} must contain {{{sorted(missing)[0]}}}")
+
+
+def _provider_kind(value: Any) -> str | None:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return {"sql": "SqlProviderSettings", "ldap": "LdapProviderSettings"}.get(str(kind))
+
+
+# Tags are the class names, so error locations read "auth.providers[0].url".
+ProviderSettings = Annotated[
+    Annotated[SqlProviderSettings, Tag("SqlProviderSettings")]
+    | Annotated[LdapProviderSettings, Tag("LdapProviderSettings")],
+    Discriminator(
+        _provider_kind,
+        custom_error_type="provider_type",
+        custom_error_message="each provider needs type: sql or type: ldap",
+    ),
+]
+
+
+def _sql_only() -> list[SqlProviderSettings | LdapProviderSettings]:
+    return [SqlProviderSettings(type="sql")]
+
+
 class AuthSettings(_Section):
     realm: StrictStr = Field("davbox", description="realm shown in the Basic login prompt")
+    providers: list[ProviderSettings] = Field(
+        default_factory=_sql_only,
+        min_length=1,
+        description="identity providers asked in order; the first that verifies wins",
+    )
     cache_ttl: StrictInt = Field(
         300, ge=0, le=86400, description="seconds a verified password stays cached (0: off)"
     )
@@ -97,6 +224,18 @@ class AuthSettings(_Section):
     )
 
 
+class WebSettings(_Section):
+    session_idle_timeout: StrictInt = Field(
+        1800, ge=60, le=86400, description="seconds a browser session may stay unused"
+    )
+    session_max_age: StrictInt = Field(
+        43200, ge=300, le=604800, description="seconds after login a browser session always ends"
+    )
+    login_step_timeout: StrictInt = Field(
+        300, ge=30, le=3600, description="seconds to enter the code after the password"
+    )
+
+
 class LoggingSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     access_log: StrictBool = Field(True, description="one line per request (never credentials)")
@@ -109,6 +248,7 @@ class Settings(_Section):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)  # type: ignore[arg-type]
     storage: StorageSettings = Field(default_factory=StorageSettings)  # type: ignore[arg-type]
     auth: AuthSettings = Field(default_factory=AuthSettings)  # type: ignore[arg-type]
+    web: WebSettings = Field(default_factory=WebSettings)  # type: ignore[arg-type]
     logging: LoggingSettings = Field(default_factory=LoggingSettings)  # type: ignore[arg-type]
     policies: list[Any] = Field(
         default_factory=list, description="access and limit rules (see policies/)"

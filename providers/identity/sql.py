@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from davbox.providers.identity import Identity, IdentityProvider
 from sqlalchemy import select
 
 from davbox.db import Database
 from davbox.db.models import User
 from davbox.passwords import dummy_verify, verify_password
+from davbox.providers.identity import Identity, IdentityProvider
 
 
 class SqlIdentityProvider(IdentityProvider):
