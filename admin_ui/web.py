@@ -469,6 +469,7 @@ class WebApp:
             if request.form.get("action") == "revoke":
                 try:
                     app_passwords.revoke(self.db, name, request.form.get("label", ""))
+                    self.access.refresh(force=True)  # in this process: at once
                 except AdminError:
                     status, error = 404, page._("That app password does not exist (any more).")
             else:
@@ -522,6 +523,7 @@ class WebApp:
             try:
                 validate_new_password(new)
                 accounts.set_password(self.db, name, new, keep_session=page.session.id)
+                self.access.refresh(force=True)  # the old password stops at once here
             except (ValueError, AdminError):
                 error = page._("Choose a longer password: at least 10 characters.")
         if error:

@@ -26,7 +26,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from davbox.accounts import AdminError, _check_name, _mailbox, _user
+from davbox.accounts import MAILBOX_RE, AdminError, _check_name, _mailbox, _user
 from davbox.db import Database, bump_epoch
 from davbox.db.models import AppPassword, User, utcnow
 
@@ -74,7 +74,7 @@ def create(
     read_only: bool = False,
 ) -> str:
     """Make an app password for ``username``; return it (it is shown only this once)."""
-    _check_name("app password label", label)
+    _check_name("app password label", label, MAILBOX_RE)
     password = generate()
     secret = db.server_secret()
     with db.session() as session:

@@ -6,9 +6,11 @@
 set -eu
 cd "$(dirname "$0")/.."
 
+# program:package pairs; a program found on PATH (or in /usr/sbin) needs nothing.
 need=""
-for tool in litmus cadaver; do
-    command -v "$tool" >/dev/null 2>&1 || need="$need $tool"
+for pair in litmus:litmus cadaver:cadaver chromium:chromium; do
+    program=${pair%%:*}
+    command -v "$program" >/dev/null 2>&1 || [ -x "/usr/sbin/$program" ] || need="$need ${pair#*:}"
 done
 if [ -n "$need" ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
