@@ -11,10 +11,18 @@ Contract:
 - For accounts under two-factor login (``auth.two_factor_for``) the account
   password raises ``AppPasswordRequired``: WebDAV cannot ask for a code, so
   such clients must use an app password.
+- Optional (``auth.basic_password_code``, off by default): such an account
+  may instead send its password followed by a current TOTP code; the code is
+  accepted once, and that exact credential then works from the same client
+  address until unused for ``auth.basic_code_idle`` seconds.
 - Failed logins are counted per account and client address
   (``davbox.throttle``); past the limits ``authenticate`` raises ``Throttled``
   without checking the password. A cached (known good) credential is never
   throttled.
+- When an identity provider cannot answer (``ProviderUnavailable``) and no
+  other provider verified the password, ``authenticate`` raises it: an outage
+  is neither a wrong nor a right password. The attempt still counts for
+  throttling.
 - Both caches are dropped when the database's access epoch changes (password
   change, disable, removal, grants, group changes); ``refresh()`` checks the
   epoch at most every ``auth.refresh_interval`` seconds, so every server
@@ -35,8 +43,13 @@ from davbox import app_passwords, twofactor
 from davbox.db import Database
 from davbox.db.models import Group, GroupMember, Mailbox, MailboxGrant, User
 from davbox.policies.base import Principal
-from davbox.providers.identity import Identity, IdentityProvider
+from davbox.providers.identity import Identity, IdentityProvider, ProviderUnavailable
+from davbox.sessions import SessionStore
 from davbox.throttle import LoginThrottle
+
+
+def _ends_with_code(password: str) -> bool:
+    return len(password) > 6 and password[-6:].isascii() and password[-6:].isdigit()
 
 
 class AppPasswordRequired(Exception):
@@ -76,7 +89,12 @@ class AccessService:
         refresh_interval: float,
         throttle: LoginThrottle | None = None,
         two_factor_for: list[str] | None = None,
+        sessions: SessionStore | None = None,
+        basic_code_idle: float | None = None,
     ) -> None:
+        self.sessions = sessions
+        # Seconds a password+code credential stays usable unused; None: mode off.
+        self.basic_code_idle = basic_code_idle if sessions is not None else None
         self.throttle = throttle
         self.two_factor_for = two_factor_for or []
         self.db = db
@@ -140,6 +158,12 @@ class AccessService:
             if self.throttle is not None:
                 self.throttle.succeeded(keys[0], pending)
             return principal
+        if self.basic_code_idle is not None and _ends_with_code(password):
+            principal = self._password_with_code(username, password, address)
+            if principal is not None:
+                if self.throttle is not None:
+                    self.throttle.succeeded(keys[0], pending)
+                return principal
         identity = self._verify_with_providers(username, password)
         if identity is None:
             return None  # the attempt stays recorded as a failure
@@ -148,17 +172,51 @@ class AccessService:
             # Stays counted as a failure: the answer must not confirm the password.
             raise AppPasswordRequired(identity.name)
         principal = Principal("user", identity.name, identity.user_id, groups)
-        self._remember(key, principal, generation)
+        self._remember(key, principal, generation, identity.cache_ttl)
         if self.throttle is not None:
             self.throttle.succeeded(keys[0], pending)
         return principal
 
+    def _password_with_code(self, username: str, password: str, address: str) -> Principal | None:
+        """Optional mode for Basic-only clients: the account password followed by a TOTP code.
+
+        The code is checked once; the exact credential then works from the same
+        client address until unused for ``basic_code_idle`` seconds. Never
+        cached in memory: each use is looked up (bound to the address).
+        """
+        assert self.sessions is not None and self.basic_code_idle is not None
+        key = hmac.new(
+            self._secret, b"basic\0" + username.encode() + b"\0" + password.encode(), hashlib.sha256
+        ).hexdigest()
+        user_id = self.sessions.find_credential(key, address, self.basic_code_idle)
+        if user_id is None:
+            identity = self._verify_with_providers(username, password[:-6])
+            if identity is None or not twofactor.verify_code(self.db, identity.name, password[-6:]):
+                return None
+            self.sessions.open_credential(key, identity.user_id, address)
+            user_id = identity.user_id
+        principal = self.principal_for(username)
+        return principal if principal is not None and principal.user_id == user_id else None
+
     def _verify_with_providers(self, username: str, password: str) -> Identity | None:
-        """Ask the identity providers in order; the first that knows the password wins."""
+        """Ask the identity providers in order; the first that knows the password wins.
+
+        A provider that cannot answer does not stop later ones from verifying
+        their own accounts (an account belongs to one provider); if none does,
+        its ``ProviderUnavailable`` is raised, never None: the answer might
+        have been yes, and a wrong-password answer would mislead.
+        """
+        outage: ProviderUnavailable | None = None
         for provider in self.providers:
-            identity = provider.verify(username, password)
+            try:
+                identity = provider.verify(username, password)
+            except ProviderUnavailable as exc:
+                outage = outage or exc
+                continue
             if identity is not None:
                 return identity
+        if outage is not None:
+            raise outage
         return None
 
     def requires_two_factor(self, identity: Identity, groups: frozenset[str] | None = None) -> bool:
@@ -231,11 +289,14 @@ class AccessService:
             raise Throttled(wait)
         return pending
 
-    def _remember(self, key: bytes, principal: Principal, generation: int) -> None:
-        if self.cache_ttl > 0:
+    def _remember(
+        self, key: bytes, principal: Principal, generation: int, ttl: float | None = None
+    ) -> None:
+        ttl = self.cache_ttl if ttl is None else min(ttl, self.cache_ttl)
+        if ttl > 0:
             with self._lock:
                 if self._generation == generation:
-                    self._credentials[key] = (principal, time.monotonic() + self.cache_ttl)
+                    self._credentials[key] = (principal, time.monotonic() + ttl)
 
     def principal_for(self, username: str) -> Principal | None:
         """The principal of an existing, enabled account (no password check: admin tools)."""

@@ -19,6 +19,7 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 from davbox.access import AccessService
 from davbox.admin_ui.web import WebApp
 from davbox.config import Settings
+from davbox.config.schema import LdapProviderSettings
 from davbox.dav.authn import BasicAuthMiddleware
 from davbox.dav.errors import DavErrorMiddleware, install_response_pages
 from davbox.dav.locks import SqlLockStorage
@@ -30,10 +31,22 @@ from davbox.events import EventBus
 from davbox.paths import database_url, storage_root
 from davbox.policies.engine import PolicyEngine
 from davbox.policies.registry import build_policies
+from davbox.providers.identity import IdentityProvider
+from davbox.providers.identity.ldap import LdapIdentityProvider
 from davbox.providers.identity.sql import SqlIdentityProvider
 from davbox.providers.storage.filesystem import FilesystemStorage
 from davbox.sessions import SessionStore
 from davbox.throttle import LoginThrottle
+
+
+def identity_providers(settings: Settings, db: Database) -> list[IdentityProvider]:
+    """The providers of ``auth.providers``, in order (the first that verifies wins)."""
+    return [
+        LdapIdentityProvider(db, entry)
+        if isinstance(entry, LdapProviderSettings)
+        else SqlIdentityProvider(db)
+        for entry in settings.auth.providers
+    ]
 
 
 @dataclass
@@ -43,6 +56,7 @@ class Runtime:
     db: Database
     storage: FilesystemStorage
     access: AccessService
+    sessions: SessionStore
     engine: PolicyEngine
     events: EventBus
 
@@ -52,9 +66,15 @@ class Runtime:
         db = Database(database_url(settings, data_dir))
         db.upgrade()
         storage = FilesystemStorage(storage_root(settings, data_dir))
+        sessions = SessionStore(
+            db,
+            idle_timeout=settings.web.session_idle_timeout,
+            absolute_timeout=settings.web.session_max_age,
+            step_timeout=settings.web.login_step_timeout,
+        )
         access = AccessService(
             db,
-            [SqlIdentityProvider(db)],
+            identity_providers(settings, db),
             cache_ttl=settings.auth.cache_ttl,
             refresh_interval=settings.auth.refresh_interval,
             throttle=LoginThrottle(
@@ -65,9 +85,15 @@ class Runtime:
                 max_delay=settings.auth.throttle_max_delay,
             ),
             two_factor_for=list(settings.auth.two_factor_for),
+            sessions=sessions,
+            basic_code_idle=(
+                settings.auth.basic_code_idle if settings.auth.basic_password_code else None
+            ),
         )
         policies, _ = build_policies(settings.policies, {}, str(config_path or "defaults"))
-        return cls(settings, data_dir, db, storage, access, PolicyEngine(policies), EventBus())
+        return cls(
+            settings, data_dir, db, storage, access, sessions, PolicyEngine(policies), EventBus()
+        )
 
     def dav_config(self) -> dict[str, Any]:
         provider = MailboxProvider(
@@ -97,12 +123,11 @@ class Runtime:
         install_response_pages()
         dav = WsgiDAVApp(self.dav_config())
         authenticated = BasicAuthMiddleware(dav, self.access, self.settings.auth.realm, self.events)
-        web = self.settings.web
-        sessions = SessionStore(
+        pages = WebApp(
             self.db,
-            idle_timeout=web.session_idle_timeout,
-            absolute_timeout=web.session_max_age,
-            step_timeout=web.login_step_timeout,
+            self.access,
+            self.sessions,
+            self.events,
+            max_age=self.settings.web.session_max_age,
         )
-        pages = WebApp(self.db, self.access, sessions, self.events, max_age=web.session_max_age)
         return Dispatcher(authenticated, pages, access_log=self.settings.logging.access_log)

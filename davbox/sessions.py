@@ -16,6 +16,9 @@ Contract:
   deleted when met and swept now and then.
 - ``end_for_user(session, user_id, keep=...)`` ends an account's sessions in
   the caller's transaction: a password or two-factor change ends all others.
+- ``open_credential``/``find_credential`` keep the optional password+code
+  credentials of Basic-only WebDAV clients (stage "basic", bound to one
+  client address, ended after an idle time); ``get`` never returns them.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from davbox.db import Database
 from davbox.db.models import User, WebSession
 
 STAGES = ("password", "enroll", "full")
+# A password+code credential sent by a Basic-only WebDAV client (davbox.access).
+BASIC = "basic"
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,7 @@ class SessionStore:
             found = session.execute(
                 select(WebSession, User.name, User.disabled)
                 .join(User, User.id == WebSession.user_id)
-                .where(WebSession.token_digest == _digest(token))
+                .where(WebSession.token_digest == _digest(token), WebSession.stage != BASIC)
             ).first()
             if found is None:
                 return None
@@ -125,7 +130,7 @@ class SessionStore:
         with self.db.session() as session:
             changed = session.execute(
                 update(WebSession)
-                .where(WebSession.token_digest == _digest(token))
+                .where(WebSession.token_digest == _digest(token), WebSession.stage != BASIC)
                 .values(
                     token_digest=_digest(new),
                     stage=stage,
@@ -137,6 +142,44 @@ class SessionStore:
             if changed.rowcount != 1:  # type: ignore[attr-defined]
                 raise LookupError("the session ended")
         return new
+
+    def open_credential(self, key: str, user_id: int, address: str) -> None:
+        """Remember a verified password+code credential (``key``: its keyed digest)."""
+        now = time.time()
+        with self.db.session() as session:
+            session.add(
+                WebSession(
+                    token_digest=key,
+                    user_id=user_id,
+                    stage=BASIC,
+                    csrf="",
+                    created_at=now,
+                    last_seen=now,
+                    address=address[:64],
+                    user_agent="",
+                )
+            )
+
+    def find_credential(self, key: str, address: str, idle: float) -> int | None:
+        """The account of a live password+code credential used from ``address``, else None.
+
+        Unused for ``idle`` seconds, or older than ``absolute_timeout``, it ends.
+        """
+        now = time.time()
+        with self.db.session() as session:
+            row = session.execute(
+                select(WebSession).where(WebSession.token_digest == key, WebSession.stage == BASIC)
+            ).scalar_one_or_none()
+            if row is None:
+                return None
+            if now - row.last_seen > idle or now - row.created_at > self.absolute_timeout:
+                session.delete(row)
+                return None
+            if row.address != address[:64]:
+                return None
+            if now - row.last_seen > 10:
+                row.last_seen = now
+            return row.user_id
 
     def set_pending_totp(self, session_id: int, encrypted_secret: str | None) -> None:
         with self.db.session() as session:
@@ -161,8 +204,11 @@ class SessionStore:
     def _sweep(self, session: Session, now: float) -> None:
         session.execute(
             delete(WebSession).where(
-                (WebSession.last_seen < now - self.idle_timeout)
+                ((WebSession.stage == "full") & (WebSession.last_seen < now - self.idle_timeout))
                 | (WebSession.created_at < now - self.absolute_timeout)
-                | ((WebSession.stage != "full") & (WebSession.created_at < now - self.step_timeout))
+                | (
+                    WebSession.stage.in_(("password", "enroll"))
+                    & (WebSession.created_at < now - self.step_timeout)
+                )
             )
         )

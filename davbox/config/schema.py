@@ -210,6 +210,13 @@ class AuthSettings(_Section):
         default_factory=lambda: ["*"],
         description="accounts under two-factor login: *, @group, mailbox:NAME or a name",
     )
+    basic_password_code: StrictBool = Field(
+        False,
+        description="let 2FA accounts send password+code over Basic auth (weaker; see README)",
+    )
+    basic_code_idle: StrictInt = Field(
+        600, ge=30, le=28800, description="seconds a password+code credential stays usable unused"
+    )
     throttle_account_failures: StrictInt = Field(
         10, ge=1, le=10000, description="failed logins per account before logins slow down"
     )
