@@ -73,6 +73,8 @@ def _first_start(db: object) -> list[str]:
         "davbox: accounts use two-factor login, so WebDAV clients log in with app passwords;",
         f"davbox: log in as 'admin' with app password {app_password} (shown once; revoke it"
         " with 'davbox app-password revoke admin first-start')",
+        "davbox: in a browser, log in at {url}/login as 'admin' with the password above and"
+        " set up two-factor login with an authenticator app; make app passwords there",
     ]
 
 
