@@ -35,7 +35,7 @@ import hashlib
 import hmac
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import or_, select
 
@@ -153,6 +153,7 @@ class AccessService:
                 self._groups_of(grant.user_id),
                 scope=grant.mailboxes,
                 read_only=grant.read_only,
+                second_factor=True,
             )
             self._remember(key, principal, generation)
             if self.throttle is not None:
@@ -196,7 +197,9 @@ class AccessService:
             self.sessions.open_credential(key, identity.user_id, address)
             user_id = identity.user_id
         principal = self.principal_for(username)
-        return principal if principal is not None and principal.user_id == user_id else None
+        if principal is None or principal.user_id != user_id:
+            return None
+        return replace(principal, second_factor=True)
 
     def _verify_with_providers(self, username: str, password: str) -> Identity | None:
         """Ask the identity providers in order; the first that knows the password wins.

@@ -6,7 +6,8 @@ Contract:
 - ``AccessRequest`` carries the resolved principal, mailbox, path inside the
   mailbox (always starting with ``/``), the operation and, where known, the
   size in bytes.
-- ``Policy.check`` returns ``None`` for "no opinion" or a ``Decision``.
+- ``Policy.check`` returns ``None`` for "no opinion" or a ``Decision``;
+  ``Policy.admit`` does the same for entering a mailbox at all.
   A policy that raises is treated as a deny (fail closed).
 """
 
@@ -56,6 +57,10 @@ class Principal:
     scope: frozenset[str] | None = None
     #: Set when logged in with a read-only app password.
     read_only: bool = False
+    #: Whether the login proved a second factor: an app password (made after
+    #: a login with a code, or by an admin), password+code, a full web login.
+    #: False for an account password alone (see the ``twofactor`` policy).
+    second_factor: bool = False
 
 
 @dataclass(frozen=True)
@@ -147,6 +152,15 @@ class Policy:
 
     def check(self, request: AccessRequest) -> Decision | None:
         """Return a Decision, or None for "no opinion" (the default)."""
+        return None
+
+    def admit(self, principal: Principal, mailbox: str, roles: frozenset[str]) -> Decision | None:
+        """Whether ``principal`` may enter ``mailbox`` at all (None: no opinion, the default).
+
+        Asked once per request, before any operation: a refusal answers every
+        method in the mailbox alike (a PROPFIND too, which otherwise shows a
+        caller who may not list an empty folder).
+        """
         return None
 
     def upload_limit(self, request: AccessRequest) -> UploadLimit | None:

@@ -66,18 +66,32 @@ class PolicyEngine:
         self._state = (rules, {})
 
     def _rules_for(self, request: AccessRequest) -> tuple[_Rule, ...]:
-        principal: Principal = request.principal
-        key = (principal, request.mailbox, request.roles)
+        return self._rules_of(request.principal, request.mailbox, request.roles)
+
+    def _rules_of(
+        self, principal: Principal, mailbox: str, roles: frozenset[str]
+    ) -> tuple[_Rule, ...]:
+        key = (principal, mailbox, roles)
         rules, cache = self._state
         found = cache.get(key)
         if found is None:
-            found = tuple(
-                r for r in rules if r.matcher.applies_to(principal, request.mailbox, request.roles)
-            )
+            found = tuple(r for r in rules if r.matcher.applies_to(principal, mailbox, roles))
             if len(cache) > 10000:
                 cache.clear()
             cache[key] = found
         return found
+
+    def admit(self, principal: Principal, mailbox: str, roles: frozenset[str]) -> Decision:
+        """Whether the principal may enter the mailbox at all; any refusal wins."""
+        for rule in self._rules_of(principal, mailbox, roles):
+            try:
+                decision = rule.policy.admit(principal, mailbox, roles)
+            except Exception:
+                _log.exception("policy %s failed; denying", rule.policy.label)
+                return Decision.deny("the server could not evaluate its access rules", 500)
+            if decision is not None and not decision.allowed:
+                return decision
+        return Decision.allow()
 
     def check(self, request: AccessRequest) -> Decision:
         decision = self._membership.check(request)

@@ -20,9 +20,10 @@ from davbox.config.problems import line_of, problems_from
 from davbox.config.yamlsource import ConfigProblem, LineDict
 from davbox.policies.base import Policy
 from davbox.policies.limits import DenyPolicy, ExtensionPolicy, QuotaPolicy, SizePolicy
+from davbox.policies.twofactor import TwoFactorPolicy
 
 BUILTINS: dict[str, type[Policy]] = {
-    cls.name: cls for cls in (SizePolicy, ExtensionPolicy, QuotaPolicy, DenyPolicy)
+    cls.name: cls for cls in (SizePolicy, ExtensionPolicy, QuotaPolicy, DenyPolicy, TwoFactorPolicy)
 }
 
 

@@ -160,7 +160,7 @@ def test_rules_for_a_principal_and_mailbox_are_computed_once():
         pytest.param(
             "policies:\n  - type: sise\n    max_file_size: 1MB\n",
             "rules.yaml:2: policies[0].type: unknown policy type 'sise' (did you mean 'size'?);"
-            " built-in: deny, extensions, quota, size, or module:Class",
+            " built-in: deny, extensions, quota, size, twofactor, or module:Class",
             id="unknown-type",
         ),
         pytest.param(
@@ -213,3 +213,52 @@ def test_installing_a_policy_changes_nothing_until_named():
         .check(req(BOB, "inbox", "/draft.pdf", "create", ("dropper",), size=1))
         .allowed
     )
+
+
+TWO_FACTOR = """
+policies:
+  - name: legal-needs-2fa
+    type: twofactor
+    mailboxes: ["legal-*"]
+"""
+
+
+@pytest.mark.parametrize(
+    ("principal", "mailbox", "allowed"),
+    [
+        pytest.param(ALICE, "legal-cases", False, id="password-alone-refused-in-guarded-box"),
+        pytest.param(
+            Principal("user", "alice", 1, frozenset({"legal"}), second_factor=True),
+            "legal-cases",
+            True,
+            id="second-factor-allowed",
+        ),
+        pytest.param(ALICE, "extern", True, id="unguarded-mailbox-untouched"),
+        pytest.param(Principal("link", "abc123"), "legal-cases", True, id="links-not-accounts"),
+    ],
+)
+def test_twofactor_policy(principal, mailbox, allowed):
+    engine = engine_from(TWO_FACTOR)
+    for operation in (Operation.READ, Operation.LIST, Operation.CREATE):
+        decision = engine.check(
+            AccessRequest(principal, mailbox, "/a.pdf", operation, frozenset({"member"}))
+        )
+        assert decision.allowed is allowed
+        if not allowed:
+            assert decision.status == 403 and decision.rule == "legal-needs-2fa"
+            assert "needs two-factor login" in decision.reason
+
+
+def test_twofactor_rule_on_whole_mailboxes_closes_them_and_a_narrowed_rule_only_its_paths():
+    whole = engine_from(TWO_FACTOR)
+    refused = whole.admit(ALICE, "legal-cases", frozenset({"member"}))
+    assert not refused.allowed and refused.rule == "legal-needs-2fa"
+    assert whole.admit(ALICE, "extern", frozenset({"member"})).allowed
+    narrowed = engine_from(
+        "policies:\n  - name: secret-folder\n    type: twofactor\n    paths: ['/geheim/*']\n"
+    )
+    assert narrowed.admit(ALICE, "extern", frozenset({"member"})).allowed
+    inside = AccessRequest(ALICE, "extern", "/geheim/a.pdf", Operation.READ, frozenset({"member"}))
+    outside = AccessRequest(ALICE, "extern", "/open/a.pdf", Operation.READ, frozenset({"member"}))
+    assert not narrowed.check(inside).allowed
+    assert narrowed.check(outside).allowed

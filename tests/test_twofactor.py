@@ -177,3 +177,39 @@ def test_cli_enroll_and_reset(tmp_path):
     database.dispose()
     missing = davbox("2fa", "enroll", "nobody")
     assert missing.returncode == 1 and "no user named 'nobody'" in missing.stderr
+
+
+def test_twofactor_policy_guards_a_mailbox_from_password_only_logins(make_server, tmp_path):
+    config = tmp_path / "guard.yaml"
+    config.write_text(
+        "auth:\n"
+        "  two_factor_for: []\n"
+        "policies:\n"
+        "  - name: confidential-needs-2fa\n"
+        "    type: twofactor\n"
+        '    mailboxes: ["vertrouwelijk"]\n'
+    )
+    server = make_server("guard", config=config)
+    server.add_user("hugo")
+    server.mailbox("gewoon", hugo="member")
+    server.mailbox("vertrouwelijk", hugo="member")
+
+    def propfind(box: str, password: str) -> requests.Response:
+        return requests.request(
+            "PROPFIND",
+            server.dav(box + "/"),
+            headers={"Depth": "1"},
+            auth=("hugo", password),
+            timeout=10,
+        )
+
+    assert propfind("gewoon", PASSWORD).status_code == 207, "an unguarded mailbox: password ok"
+    refused = propfind("vertrouwelijk", PASSWORD)
+    assert refused.status_code == 403
+    assert "needs two-factor login" in refused.text
+    put = requests.put(
+        server.dav("vertrouwelijk/a.txt"), data=b"x", auth=("hugo", PASSWORD), timeout=10
+    )
+    assert put.status_code == 403
+    app_password = app_passwords.create(server.database(), "hugo", "laptop")
+    assert propfind("vertrouwelijk", app_password).status_code == 207, "a second factor passes"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -57,8 +58,17 @@ def policy_check(ctx: Context, file: Path | None) -> None:
     help="What the user wants to do (write = create).",
 )
 @click.option("--size", help="File size, e.g. 300MB.")
+@click.option(
+    "--login",
+    type=click.Choice(["app-password", "password"]),
+    default="app-password",
+    show_default=True,
+    help="How the user logged in: with a second factor (app password) or a password alone.",
+)
 @click.pass_obj
-def policy_explain(ctx: Context, user: str, target: str, operation: str, size: str | None) -> None:
+def policy_explain(
+    ctx: Context, user: str, target: str, operation: str, size: str | None, login: str
+) -> None:
     """Show which rules match a request and the decision, with its reason."""
     from davbox.access import AccessService
     from davbox.policies.base import AccessRequest, Operation
@@ -78,6 +88,7 @@ def policy_explain(ctx: Context, user: str, target: str, operation: str, size: s
     principal = access.principal_for(user)
     if principal is None:
         fail(f"no user named {user!r}")
+    principal = replace(principal, second_factor=login == "app-password")
     box = access.mailboxes_for(principal).get(mailbox)
     roles = box.roles if box else frozenset()
     engine = PolicyEngine(build_policies(ctx.settings.policies, {}, str(ctx.config_path))[0])

@@ -201,6 +201,24 @@ class MailboxProvider(DAVProvider):
         )
         raise DAVError(decision.status, decision.reason)
 
+    def _admit(self, environ: dict[str, Any], box: MailboxAccess, rel: str) -> None:
+        """Refuse every method in a mailbox the caller may not enter (e.g. without 2FA)."""
+        principal: Principal = environ["davbox.principal"]
+        decision = self.engine.admit(principal, box.name, box.roles)
+        if not decision.allowed:
+            self.events.emit(
+                AccessRefused(
+                    **request_context(environ),
+                    mailbox=box.name,
+                    path=rel,
+                    operation=environ["REQUEST_METHOD"].lower(),
+                    status=decision.status,
+                    rule=decision.rule,
+                    reason=decision.reason,
+                )
+            )
+            raise DAVError(decision.status, decision.reason)
+
     def may(self, environ: dict[str, Any], box: MailboxAccess, rel: str, op: Operation) -> bool:
         return self.engine.check(self.request(environ, box, rel, op)).allowed
 
@@ -249,6 +267,7 @@ class MailboxProvider(DAVProvider):
         location = self._resolve(path, environ) if path.strip("/") else None
         if location is not None:
             box, rel, fs_path = location
+            self._admit(environ, box, rel)
             lists = self.may(environ, box, rel, Operation.LIST)
             if method == "LOCK" and not lists:
                 # Callers who cannot see the mailbox's files (droppers) hold locks
