@@ -168,6 +168,8 @@ class AccessService:
         identity = self._verify_with_providers(username, password)
         if identity is None:
             return None  # the attempt stays recorded as a failure
+        if self.refresh(force=True):  # the provider synced the account (LDAP groups)
+            generation = self._generation
         groups = self._groups_of(identity.user_id)
         if self.requires_two_factor(identity, groups):
             # Stays counted as a failure: the answer must not confirm the password.

@@ -1,14 +1,14 @@
 #!/bin/sh
 # Install everything the test suite needs, then run all of it.
-# Debian packages (real WebDAV clients the tests drive) are installed when
-# missing and when running as root; Python packages go into the active
-# environment. Extra arguments are passed to pytest.
+# Debian packages (real WebDAV clients the tests drive, OpenLDAP's slapd for
+# the LDAP tests) are installed when missing and when running as root; Python
+# packages go into the active environment. Extra arguments are passed to pytest.
 set -eu
 cd "$(dirname "$0")/.."
 
 # program:package pairs; a program found on PATH (or in /usr/sbin) needs nothing.
 need=""
-for pair in litmus:litmus cadaver:cadaver chromium:chromium; do
+for pair in litmus:litmus cadaver:cadaver chromium:chromium slapd:slapd ldapmodify:ldap-utils; do
     program=${pair%%:*}
     command -v "$program" >/dev/null 2>&1 || [ -x "/usr/sbin/$program" ] || need="$need ${pair#*:}"
 done

@@ -113,14 +113,20 @@ def test_sizes_take_units():
     assert settings.server.max_header_size == 10_000
 
 
+def _models_in(annotation: object) -> list[type[BaseModel]]:
+    """Model classes in an annotation, also inside lists, unions and Annotated."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in getattr(annotation, "__args__", ()) for m in _models_in(arg)]
+
+
 def _keys(model: type[BaseModel], prefix: str = "") -> set[str]:
     keys = set()
     for name, field in model.model_fields.items():
         path = f"{prefix}{name}"
         keys.add(path)
-        for arg in (field.annotation, *getattr(field.annotation, "__args__", ())):
-            if isinstance(arg, type) and issubclass(arg, BaseModel):
-                keys |= _keys(arg, path + ".")
+        for sub in _models_in(field.annotation):
+            keys |= _keys(sub, path + ".")
     return keys
 
 
@@ -133,10 +139,13 @@ def _yaml_keys(text: str) -> set[str]:
         stripped = line.strip()
         if not stripped or stripped.startswith("#") or ":" not in stripped:
             continue
+        indent = len(line) - len(line.lstrip())
+        if stripped.startswith("- "):  # the first key of a list item
+            stripped = stripped[2:].lstrip()
+            indent = len(line) - len(stripped)
         key = stripped.split(":", 1)[0].strip()
         if not key.replace("_", "").isalnum():
             continue
-        indent = len(line) - len(line.lstrip())
         while stack and stack[-1][0] >= indent:
             stack.pop()
         path = ".".join([k for _, k in stack] + [key])

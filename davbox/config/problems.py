@@ -32,7 +32,7 @@ def problems_from(
         kind = error["type"]
         if kind == "extra_forbidden":
             name = str(rel[-1])
-            known = sorted(_fields_at(model, rel[:-1]))
+            known = sorted(_fields_at(model, list(error["loc"][:-1])))
             hint = difflib.get_close_matches(name, known, n=1)
             message = f"unknown key '{name}'"
             message += (
@@ -78,20 +78,30 @@ def line_of(data: Any, loc: list[Any]) -> int:
 
 
 def _fields_at(model: type[BaseModel], loc: list[Any]) -> list[str]:
+    """The keys allowed at ``loc`` (a raw pydantic location: list indexes, union tags)."""
+    annotation: Any = model
     for part in loc:
-        field = model.model_fields.get(str(part))
-        sub = _model_of(field.annotation) if field else None
-        if sub is None:
+        if isinstance(part, int):
+            continue  # an item of a list: same annotation
+        if _is_union_tag(part):
+            # The member of a union that pydantic chose (tags are class names).
+            annotation = _model_of(annotation, str(part)) or annotation
+            continue
+        current = _model_of(annotation)
+        field = current.model_fields.get(str(part)) if current else None
+        if field is None:
             return []
-        model = sub
-    return list(model.model_fields)
+        annotation = field.annotation
+    current = _model_of(annotation)
+    return list(current.model_fields) if current else []
 
 
-def _model_of(annotation: Any) -> type[BaseModel] | None:
+def _model_of(annotation: Any, name: str | None = None) -> type[BaseModel] | None:
+    """The first model class in ``annotation`` (named ``name``, if given)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
+        return annotation if name is None or annotation.__name__ == name else None
     for arg in getattr(annotation, "__args__", ()):
-        found = _model_of(arg)
+        found = _model_of(arg, name)
         if found:
             return found
     return None

@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    SecretStr,
     StrictBool,
     StrictFloat,
     StrictInt,
@@ -91,7 +92,7 @@ class LdapProviderSettings(_Section):
         5, ge=1, le=120, description="seconds to connect, and to wait for each answer"
     )
     bind_dn: StrictStr | None = Field(None, description="service account for searches")
-    bind_password: StrictStr | None = Field(None, description="the service account's password")
+    bind_password: SecretStr | None = Field(None, description="the service account's password")
     user_search_base: StrictStr | None = Field(
         None, description="search-then-bind: where accounts are searched"
     )

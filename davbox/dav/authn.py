@@ -4,7 +4,10 @@ Reads ``HTTP_AUTHORIZATION``; sets ``wsgidav.auth.user_name`` (WsgiDAV's lock
 principal), ``davbox.principal`` and ``davbox.mailboxes``. Missing, malformed
 and wrong credentials all get 401 with a ``WWW-Authenticate`` challenge and a
 one-line reason; a malformed header never causes a 500. Too many failed logins
-for the account or from the client address get 429 with ``Retry-After``. Passwords are never
+for the account or from the client address get 429 with ``Retry-After``. When an
+identity provider cannot answer (LDAP down) and none other verified the
+password, the answer is 503 with ``Retry-After``: never a fallback that lets
+anyone in, never a traceback (the provider logs the cause). Passwords are never
 logged. Credentials are only accepted over TLS or loopback in a later release;
 the README tells admins to enable ``server.tls`` (Windows insists on it).
 """
@@ -19,11 +22,15 @@ from typing import Any
 from davbox.access import AccessService, AppPasswordRequired, Throttled
 from davbox.events import EventBus, LoginRefused, request_context
 from davbox.http import plain_response
+from davbox.providers.identity import ProviderUnavailable
 
 WRONG = (
     "wrong user name or password; accounts with two-factor login sign in to WebDAV"
     " clients with an app password (create one on your account page, or ask an"
     " administrator: davbox app-password create NAME --label CLIENT)"
+)
+UNAVAILABLE = (
+    "logging in is not possible right now (the account directory does not answer); try again later"
 )
 
 
@@ -68,6 +75,11 @@ class BasicAuthMiddleware:
             self._emit(environ, username, "throttled", 429)
             return plain_response(
                 environ, start_response, 429, str(exc), [("Retry-After", str(exc.retry_after))]
+            )
+        except ProviderUnavailable as exc:
+            self._emit(environ, username, "unavailable", 503)
+            return plain_response(
+                environ, start_response, 503, UNAVAILABLE, [("Retry-After", str(exc.retry_after))]
             )
         if principal is None:
             return self._refuse(environ, start_response, WRONG, username)

@@ -54,6 +54,9 @@ class User(Base):
     password_hash: Mapped[str | None] = mapped_column(String(256))
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Who checks the password: "local" (password_hash, the sql provider) or
+    # "ldap" (the directory; no usable hash is kept, so only LDAP verifies it).
+    source: Mapped[str] = mapped_column(String(16), default="local", server_default="local")
     # TOTP secret, encrypted with the installation's key (davbox.twofactor).
     totp_secret: Mapped[str | None] = mapped_column(String(256))
     # The last TOTP time step accepted: a code is accepted once.

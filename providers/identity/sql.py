@@ -1,4 +1,8 @@
-"""The built-in identity provider: accounts in davbox's own database (argon2id hashes)."""
+"""The built-in identity provider: accounts in davbox's own database (argon2id hashes).
+
+Only accounts whose ``source`` is "local" are verified here: an account made
+by an LDAP login has no usable hash, and even one set by mistake is ignored.
+"""
 
 from __future__ import annotations
 
@@ -19,14 +23,19 @@ class SqlIdentityProvider(IdentityProvider):
     def verify(self, username: str, password: str) -> Identity | None:
         with self.db.session() as session:
             row = session.execute(
-                select(User.id, User.name, User.is_admin, User.password_hash, User.disabled).where(
-                    User.name == username
-                )
+                select(
+                    User.id,
+                    User.name,
+                    User.is_admin,
+                    User.password_hash,
+                    User.disabled,
+                    User.source,
+                ).where(User.name == username)
             ).first()
         if row is None:
             dummy_verify(password)
             return None
         ok = verify_password(row.password_hash, password)
-        if not ok or row.disabled:
+        if not ok or row.disabled or row.source != "local":
             return None
         return Identity(row.id, row.name, row.is_admin)
