@@ -349,6 +349,9 @@ def test_config_mistakes_are_named(tmp_path):
         "c.yaml:6: auth.providers[0].bind_password: input should be a valid string,"
         " got a value of another type"
     )
+    assert problems(
+        f"      user_search_base: o=x\n      bind_dn: {SERVICE_DN}\n      bind_password: ''\n"
+    ) == ("c.yaml:3: auth.providers[0]: bind_password is empty")
     with pytest.raises(ConfigError, match=r"c\.yaml:3: auth\.providers\[0\]: each provider"):
         settings_from_text("auth:\n  providers:\n    - type: kerberos\n", "c.yaml")
 

@@ -136,6 +136,9 @@ class LdapProviderSettings(_Section):
             raise ValueError("set exactly one of user_search_base and user_dn_template")
         if (self.bind_dn is None) != (self.bind_password is None):
             raise ValueError("bind_dn and bind_password go together")
+        if self.bind_password is not None and not self.bind_password.get_secret_value():
+            # An empty password makes an unauthenticated bind, which "succeeds".
+            raise ValueError("bind_password is empty")
         if self.group_map and self.group_search_base is None:
             raise ValueError("group_map needs group_search_base")
         if self.group_search_base is not None and not self.group_map:
