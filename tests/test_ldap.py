@@ -140,6 +140,8 @@ def test_ldap_user_sees_a_mailbox_through_a_mapped_group(make_server, tmp_path, 
         pytest.param("*", USERS["lena"], id="star"),
         pytest.param(")(uid=*", USERS["lena"], id="close-and-match-all"),
         pytest.param("lena\\2a", USERS["lena"], id="escaped-star"),
+        pytest.param(" lena", USERS["lena"], id="leading-space"),
+        pytest.param("lena\x00", USERS["lena"], id="nul"),
     ],
 )
 def test_refused_logins_get_401(search_server, username, password):
@@ -416,6 +418,15 @@ def test_service_connections_are_reused_and_bounded(provider_for):
         thread.join()
     assert len(opened) <= 2
     assert provider._idle.qsize() <= 2
+
+
+@pytest.mark.parametrize("name", ["len*", "lena)(cn=Lena", "*", "lena)(|(uid=*"])
+def test_names_are_escaped_in_filters(provider_for, name):
+    # Unescaped, each filter matches lena alone, and her password would do.
+    # (verify() already refuses such names; this is the second line of defence.)
+    provider = provider_for()
+    assert provider._check(name, USERS["lena"]) is None
+    assert provider._check("lena", USERS["lena"]) is not None
 
 
 def test_an_empty_password_is_never_sent(provider_for, monkeypatch):

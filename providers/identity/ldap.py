@@ -6,8 +6,9 @@ Contract:
   search, a name held by a local account, a locally disabled account. An
   empty password is refused before anything is sent: an LDAP bind with an
   empty password is an unauthenticated bind, which servers answer with
-  success. An unknown name costs a bind like a known one, so answer times do
-  not tell which names exist.
+  success. Login names must be valid davbox account names (ASCII letters,
+  digits, ``. _ @ -``). An unknown name costs a bind like a known one, so
+  answer times do not tell which names exist.
 - Raises ``ProviderUnavailable`` when the directory cannot answer: connection
   refused, no answer within ``timeout`` seconds, TLS failure (certificate not
   trusted or not naming the host), the service account refused, the server
@@ -107,8 +108,13 @@ class LdapIdentityProvider(IdentityProvider):
     # --- the contract -----------------------------------------------------------
 
     def verify(self, username: str, password: str) -> Identity | None:
-        if not password or not username or len(username) > 256 or len(password) > 4096:
+        if not password or len(password) > 4096:
             return None  # never an unauthenticated bind
+        if not NAME_RE.match(username):
+            # Directories ignore case and surrounding spaces in names: " lena"
+            # would be lena under a name of its own, with a throttle count of
+            # its own. Only plain names are asked for (and escaped all the same).
+            return None
         try:
             found = self._check(username, password)
         except ProviderUnavailable as exc:
