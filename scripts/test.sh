@@ -24,5 +24,5 @@ fi
 
 python3 -m pip install -q -e ".[test]"
 python3 -m ruff check .
-python3 -m mypy davbox
+python3 -m mypy davbox policies providers admin_ui
 python3 -m pytest "$@"
