@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import segno
 from markupsafe import Markup
@@ -204,7 +205,8 @@ class WebApp:
             return True
         try:
             client = ipaddress.ip_address(request.remote_addr or "")
-            host = ipaddress.ip_address((request.host or "").rsplit(":", 1)[0].strip("[]"))
+            # urlsplit knows "[::1]" (no port) from "127.0.0.1:8080" and "[::1]:8080".
+            host = ipaddress.ip_address(urlsplit("//" + (request.host or "")).hostname or "")
         except ValueError:
             return False
         return client.is_loopback and host.is_loopback

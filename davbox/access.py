@@ -240,12 +240,17 @@ class AccessService:
         Returns the identity (which opens nothing by itself: the caller decides
         whether a second factor follows) or None; raises ``Throttled``. App
         passwords are not accepted here: they are for WebDAV clients only.
+        For an account with TOTP the earlier failures (wrong codes among them)
+        stay counted until a code is right: the password buys no fresh guesses.
         """
         keys = LoginThrottle.keys(username, address)
         pending = self._begin_attempt(keys)
         identity = self._verify_with_providers(username, password)
         if identity is not None and self.throttle is not None:
-            self.throttle.succeeded(keys[0], pending)
+            if twofactor.is_enrolled(self.db, identity.name):
+                self.throttle.withdraw(pending)
+            else:
+                self.throttle.succeeded(keys[0], pending)
         return identity
 
     def check_second_factor(self, username: str, code: str, address: str) -> bool:

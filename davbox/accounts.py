@@ -116,8 +116,17 @@ def list_users(db: Database) -> list[User]:
 
 
 def set_disabled(db: Database, name: str, disabled: bool) -> None:
+    """Disable or enable an account; disabling ends its web sessions.
+
+    Ended, not just refused while disabled: enabling the account again must
+    not bring back a session opened before (perhaps by whoever it was
+    disabled for).
+    """
     with db.session() as session:
-        _user(session, name).disabled = disabled
+        user = _user(session, name)
+        user.disabled = disabled
+        if disabled:
+            end_for_user(session, user.id)
         bump_epoch(session)
 
 

@@ -15,7 +15,8 @@ Contract:
   than ``idle_timeout`` or older than ``absolute_timeout``; expired rows are
   deleted when met and swept now and then.
 - ``end_for_user(session, user_id, keep=...)`` ends an account's sessions in
-  the caller's transaction: a password or two-factor change ends all others.
+  the caller's transaction: a password or two-factor change ends all others,
+  disabling the account ends them all.
 - ``open_credential``/``find_credential`` keep the optional password+code
   credentials of Basic-only WebDAV clients (stage "basic", bound to one
   client address, ended after an idle time); ``get`` never returns them.

@@ -9,7 +9,8 @@ Contract:
 - ``begin(keys)`` records an attempt as a failure before the password is
   checked, so parallel attempts cannot all slip through one gap;
   ``succeeded(account_key, pending)`` takes the attempt back and forgets the
-  account's failures (an address's other failures stay).
+  account's failures (an address's other failures stay); ``withdraw(pending)``
+  only takes the attempt back (a right password while a code is still due).
 - Counts live in the database, so several server processes agree. Unknown
   accounts are counted like known ones: both get the same answers.
 """
@@ -85,4 +86,10 @@ class LoginThrottle:
         with self.db.session() as session:
             session.execute(delete(AuthFailure).where(AuthFailure.key == account_key))
             if pending:
+                session.execute(delete(AuthFailure).where(AuthFailure.id.in_(pending.values())))
+
+    def withdraw(self, pending: dict[str, int]) -> None:
+        """Take back this attempt's own records only: it was right, but a step is still due."""
+        if pending:
+            with self.db.session() as session:
                 session.execute(delete(AuthFailure).where(AuthFailure.id.in_(pending.values())))
