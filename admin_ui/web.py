@@ -505,6 +505,17 @@ class WebApp:
         assert page.session is not None
         request = page.request
         name = page.session.username
+        if accounts.source_of(self.db, name) != "local":
+            return self.render(
+                page,
+                "message.html",
+                409 if request.method == "POST" else 200,
+                title=page._("Change password"),
+                text=page._(
+                    "Your password is managed by your organisation's directory: change it there."
+                ),
+                back=True,
+            )
         if request.method != "POST":
             return self.render(page, "password.html")
         if not self._csrf_ok(page):

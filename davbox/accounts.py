@@ -138,9 +138,20 @@ def set_password(db: Database, name: str, password: str, keep_session: int | Non
         raise AdminError(str(exc)) from None
     with db.session() as session:
         user = _user(session, name)
+        if user.source != "local":
+            raise AdminError(
+                f"the account {name!r} comes from {user.source.upper()}; its password is"
+                " changed in the directory, not here"
+            )
         user.password_hash = hash_password(password)
         end_for_user(session, user.id, keep=keep_session)
         bump_epoch(session)
+
+
+def source_of(db: Database, name: str) -> str:
+    """Where an account's password lives: "local" (davbox) or an identity provider ("ldap")."""
+    with db.session() as session:
+        return _user(session, name).source
 
 
 def remove_user(db: Database, name: str) -> None:

@@ -53,8 +53,8 @@ class AccessRefused(Event):
 class LoginRefused(Event):
     """Credentials were refused.
 
-    ``outcome``: "malformed", "wrong", "wrong-code", "app-password-required" or
-    "throttled"; ``via``: "dav" (Basic auth) or "web" (the login pages).
+    ``outcome``: "malformed", "wrong", "wrong-code", "app-password-required",
+    "throttled" or "unavailable" (an identity provider could not answer); ``via``: "dav" (Basic auth) or "web" (the login pages).
     """
 
     kind: ClassVar[str] = "login-refused"

@@ -19,17 +19,19 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from davbox import accounts
 from davbox.config import ConfigError, settings_from_text
 from davbox.config.schema import LdapProviderSettings
 from davbox.db import Database
 from davbox.db.models import Group, GroupMember, User
+from davbox.passwords import hash_password
 from davbox.providers.identity import ProviderUnavailable
 from davbox.providers.identity.ldap import LdapIdentityProvider
 from tests.davserver import PASSWORD, DavboxServer
 from tests.slapd import GROUPS, PEOPLE, SERVICE_DN, SERVICE_PASSWORD, USERS, Slapd, person_dn
+from tests.test_web_login import WebClient, assert_redirect
 
 GROUP_MAP = {"finance": "fin", "HR": "personnel"}  # LDAP cn "hr": names compare without case
 
@@ -212,9 +214,33 @@ def test_sql_and_ldap_accounts_on_one_server(make_server, tmp_path, directory):
     assert propfind(server, "", ("luuk", PASSWORD)).status_code == 207
     assert "a local account of that name exists" in server.log_path.read_text()
 
-    # An LDAP account never logs in with a local password, even one set by mistake.
-    accounts.set_password(server.database(), "lena", "a-local-password-123")
+    # An LDAP account has no local password: setting one is refused ...
+    with pytest.raises(accounts.AdminError, match="comes from LDAP"):
+        accounts.set_password(server.database(), "lena", "a-local-password-123")
+    refused = server.cli(
+        "user", "passwd", "lena", "--password-stdin", input="another-pw-1234\n", check=False
+    )
+    assert refused.returncode != 0 and "changed in the directory" in refused.stderr
+    # ... and one written into the database anyway is never used.
+    with server.database().session() as session:
+        session.execute(
+            update(User)
+            .where(User.name == "lena")
+            .values(password_hash=hash_password("a-local-password-123"))
+        )
     assert propfind(server, "", ("lena", "a-local-password-123")).status_code == 401
+
+
+def test_ldap_account_logs_in_on_the_web(make_server, tmp_path, directory):
+    server = ldap_server(make_server, tmp_path, "web", [search_provider(directory)])
+    browser = WebClient(server)
+    assert_redirect(browser.log_in("lena", USERS["lena"]), "/account")
+    assert "ledger" in browser.get("/account").text, "mapped group's mailbox shown"
+    page = browser.get("/account/password")
+    assert "managed by your organisation&#39;s directory" in page.text
+    assert 'name="new"' not in page.text
+    wrong = WebClient(server).log_in("lena", "not-her-password")
+    assert wrong.status_code == 401
 
 
 def test_two_factor_ldap_accounts_use_app_passwords(make_server, tmp_path, directory):
