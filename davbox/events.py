@@ -54,7 +54,8 @@ class LoginRefused(Event):
     """Credentials were refused.
 
     ``outcome``: "malformed", "wrong", "wrong-code", "app-password-required",
-    "throttled" or "unavailable" (an identity provider could not answer); ``via``: "dav" (Basic auth) or "web" (the login pages).
+    "throttled" or "unavailable" (an identity provider could not answer);
+    ``via``: "dav" (Basic auth) or "web" (the login pages).
     """
 
     kind: ClassVar[str] = "login-refused"
