@@ -7,7 +7,8 @@ Contract:
   mailbox (always starting with ``/``), the operation and, where known, the
   size in bytes.
 - ``Policy.check`` returns ``None`` for "no opinion" or a ``Decision``;
-  ``Policy.admit`` does the same for entering a mailbox at all.
+  ``Policy.admit`` does the same for entering a mailbox at all, and
+  ``Policy.check_link`` for making a share link.
   A policy that raises is treated as a deny (fail closed).
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from pydantic import BaseModel
 
@@ -30,6 +32,7 @@ class Operation(enum.StrEnum):
     MKCOL = "mkcol"  # create a folder (MKCOL, COPY/MOVE of a folder)
     LOCK = "lock"  # LOCK an existing resource
     PROPPATCH = "proppatch"  # change dead properties
+    SHARE = "share"  # create a share link to a folder or file (see LinkRequest)
 
 
 WRITE_OPERATIONS = frozenset(
@@ -41,6 +44,7 @@ WRITE_OPERATIONS = frozenset(
         Operation.MKCOL,
         Operation.LOCK,
         Operation.PROPPATCH,
+        Operation.SHARE,
     }
 )
 
@@ -105,6 +109,23 @@ class AccessRequest:
 
 
 @dataclass(frozen=True)
+class LinkRequest:
+    """Someone wants to make a share link to ``path`` in ``mailbox``.
+
+    ``principal`` is the creator (kind "admin" for the command line without
+    ``--as``); ``expires_in`` is None for a link that never expires.
+    """
+
+    principal: Principal
+    mailbox: str
+    path: str
+    roles: frozenset[str]
+    permission: str  # read, drop or write
+    has_password: bool
+    expires_in: timedelta | None
+
+
+@dataclass(frozen=True)
 class Decision:
     allowed: bool
     reason: str = ""
@@ -152,6 +173,10 @@ class Policy:
 
     def check(self, request: AccessRequest) -> Decision | None:
         """Return a Decision, or None for "no opinion" (the default)."""
+        return None
+
+    def check_link(self, request: LinkRequest) -> Decision | None:
+        """Judge a new share link (None: no opinion, the default)."""
         return None
 
     def admit(self, principal: Principal, mailbox: str, roles: frozenset[str]) -> Decision | None:

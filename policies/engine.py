@@ -19,8 +19,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from davbox.policies.base import AccessRequest, Decision, Operation, Policy, Principal, UploadLimit
-from davbox.policies.matching import Matcher
+from davbox.policies.base import (
+    AccessRequest,
+    Decision,
+    LinkRequest,
+    Operation,
+    Policy,
+    Principal,
+    UploadLimit,
+)
+from davbox.policies.matching import Matcher, glob_match
 from davbox.policies.membership import MembershipPolicy
 
 _log = logging.getLogger("davbox.policy")
@@ -40,8 +48,10 @@ class Explanation:
 
 
 class PolicyEngine:
-    def __init__(self, policies: list[Policy] | None = None) -> None:
-        self._membership = MembershipPolicy()
+    def __init__(
+        self, policies: list[Policy] | None = None, *, members_may_share: bool = False
+    ) -> None:
+        self._membership = MembershipPolicy(members_may_share)
         # Rules and the cache derived from them change together, in one assignment.
         self._state: tuple[tuple[_Rule, ...], dict[tuple[object, ...], tuple[_Rule, ...]]]
         self.replace(policies or [])
@@ -80,6 +90,30 @@ class PolicyEngine:
                 cache.clear()
             cache[key] = found
         return found
+
+    def check_link(self, request: LinkRequest) -> Decision:
+        """May this share link be made? The creator needs the share right (an
+        administrator at the command line does not), then any policy may refuse."""
+        principal = request.principal
+        if principal.kind != "admin":
+            decision = self._membership.check(
+                AccessRequest(
+                    principal, request.mailbox, request.path, Operation.SHARE, request.roles
+                )
+            )
+            if not decision.allowed:
+                return decision
+        for rule in self._rules_of(principal, request.mailbox, request.roles):
+            if not glob_match(request.path, rule.matcher.paths):
+                continue
+            try:
+                decision_or_none = rule.policy.check_link(request)
+            except Exception:
+                _log.exception("policy %s failed; denying", rule.policy.label)
+                return Decision.deny("the server could not evaluate its access rules", 500)
+            if decision_or_none is not None and not decision_or_none.allowed:
+                return decision_or_none
+        return Decision.allow()
 
     def admit(self, principal: Principal, mailbox: str, roles: frozenset[str]) -> Decision:
         """Whether the principal may enter the mailbox at all; any refusal wins."""

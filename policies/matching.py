@@ -71,6 +71,10 @@ class Matcher:
         ops = options.operations if options and options.operations is not None else None
         self.operations = frozenset(ops) if ops is not None else default_operations
 
+    @property
+    def paths(self) -> list[str]:
+        return self.options.paths if self.options is not None else ["*"]
+
     def applies_to(self, principal: Principal, mailbox: str, roles: frozenset[str]) -> bool:
         if self.options is None:
             return True

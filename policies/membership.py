@@ -3,8 +3,9 @@
 Roles (a principal with several roles in one mailbox gets the union of rights):
 
 ==========  ==================================================================
-manager     everything a member may, plus managing members and shares
-member      read, list, create, overwrite, delete, move, mkcol, lock, proppatch
+manager     everything a member may, plus making share links
+member      read, list, create, overwrite, delete, move, mkcol, lock, proppatch;
+            share links too where ``links.members_may_share`` is on
 reader      read and list
 dropper     create new files (and LOCK them while creating); sees no names
 ==========  ==================================================================
@@ -20,7 +21,7 @@ from davbox.policies.base import AccessRequest, Decision, Operation, Policy
 _ALL = frozenset(Operation)
 RIGHTS: dict[str, frozenset[Operation]] = {
     "manager": _ALL,
-    "member": _ALL,
+    "member": _ALL - {Operation.SHARE},
     "reader": frozenset({Operation.READ, Operation.LIST}),
     "dropper": frozenset({Operation.CREATE}),
 }
@@ -35,26 +36,36 @@ _VERBS = {
     Operation.MKCOL: "create folders",
     Operation.LOCK: "lock files",
     Operation.PROPPATCH: "change properties",
+    Operation.SHARE: "make share links",
 }
 
 
 READ_ONLY = frozenset({Operation.READ, Operation.LIST})
 
 
-def rights_of(roles: frozenset[str], read_only: bool = False) -> frozenset[Operation]:
+def rights_of(
+    roles: frozenset[str], read_only: bool = False, members_may_share: bool = False
+) -> frozenset[Operation]:
     rights: frozenset[Operation] = frozenset()
     for role in roles:
         rights |= RIGHTS.get(role, frozenset())
+    if members_may_share and "member" in roles:
+        rights |= {Operation.SHARE}
     return rights & READ_ONLY if read_only else rights
 
 
 class MembershipPolicy(Policy):
     name = "membership"
 
+    def __init__(self, members_may_share: bool = False) -> None:
+        super().__init__()
+        self.members_may_share = members_may_share
+
     def check(self, request: AccessRequest) -> Decision:
-        if request.operation in rights_of(request.roles, request.principal.read_only):
+        read_only = request.principal.read_only
+        if request.operation in rights_of(request.roles, read_only, self.members_may_share):
             return Decision.allow()
-        if request.operation in rights_of(request.roles):
+        if request.operation in rights_of(request.roles, False, self.members_may_share):
             return Decision.deny(
                 f"this app password may only read; it cannot {_VERBS[request.operation]}",
                 rule="membership",

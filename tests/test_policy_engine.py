@@ -181,7 +181,7 @@ def test_rules_for_a_principal_and_mailbox_are_computed_once():
         pytest.param(
             "policies:\n  - type: size\n    max_file_size: 1MB\n    operations: [write]\n",
             "rules.yaml:4: policies[0].operations[0]: input should be 'read', 'list', 'create',"
-            " 'overwrite', 'delete', 'move', 'mkcol', 'lock' or 'proppatch', got 'write'",
+            " 'overwrite', 'delete', 'move', 'mkcol', 'lock', 'proppatch' or 'share', got 'write'",
             id="bad-operation",
         ),
         pytest.param(

@@ -36,7 +36,7 @@ MATRIX = [
     ("PROPFIND", "missing", {"Depth": "0"}, [404, 404, 404, 404, 404]),
     ("OPTIONS", "root", {}, [200, 200, 200, 200, 404]),
     ("PUT", "new", {}, [201, 201, 403, 201, 404]),
-    ("PUT", "file", {}, [204, 204, 403, 403, 404]),
+    ("PUT", "file", {}, [204, 204, 403, 201, 404]),  # a dropper adds "file (2).txt"
     ("DELETE", "file", {}, [204, 204, 403, 404, 404]),
     ("DELETE", "folder", {}, [204, 204, 403, 404, 404]),
     ("DELETE", "root", {}, [403, 403, 403, 403, 404]),
@@ -176,10 +176,14 @@ def test_dropper_can_create_a_file_by_lock_then_put(world):
     assert put.status_code == 204
     unlock = requests.request("UNLOCK", url, headers={"Lock-Token": token}, auth=auth, timeout=10)
     assert unlock.status_code == 204
-    again = requests.put(url, data=b"replace", auth=auth, timeout=10)
-    assert again.status_code == 403
+    # The same name again: stored beside it, the same answer as for a new name.
+    again = requests.put(url, data=b"%PDF-1.4 second", auth=auth, timeout=10)
+    assert again.status_code == 201
+    assert "Location" not in again.headers
     got = requests.get(url, auth=("boss", PASSWORD), timeout=10)
-    assert got.content == b"%PDF-1.4 body"
+    assert got.content == b"%PDF-1.4 body", "the first upload is untouched"
+    beside = requests.get(world.dav(f"{box}/dropped (2).pdf"), auth=("boss", PASSWORD), timeout=10)
+    assert beside.content == b"%PDF-1.4 second"
 
 
 def test_group_grant_gives_access_and_revoke_takes_it(world):
@@ -221,3 +225,25 @@ def test_a_dropper_cannot_hold_a_lock_for_weeks(world):
     assert response.status_code == 201
     granted = re.search(r"<\w+:timeout>Second-(\d+)</\w+:timeout>", response.text)
     assert granted and 0 < int(granted.group(1)) <= 600, response.text
+
+
+def test_parallel_drops_of_one_name_all_arrive_and_none_is_replaced(world):
+    """Ten droppers upload the same new name at once: ten files, each whole."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    box = _prepare(world)
+    url = world.dav(f"{box}/report.txt")
+    bodies = [f"upload {n} ".encode() * 20000 for n in range(10)]
+
+    def put(body: bytes) -> int:
+        return requests.put(url, data=body, auth=("dropper", PASSWORD), timeout=30).status_code
+
+    with ThreadPoolExecutor(10) as pool:
+        statuses = list(pool.map(put, bodies))
+    assert statuses == [201] * 10
+    names = ["report.txt"] + [f"report ({n}).txt" for n in range(2, 11)]
+    stored = {
+        requests.get(world.dav(f"{box}/{name}"), auth=("boss", PASSWORD), timeout=10).content
+        for name in names
+    }
+    assert stored == set(bodies)

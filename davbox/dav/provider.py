@@ -42,7 +42,7 @@ from davbox.dav.resources import (
 from davbox.events import AccessRefused, EventBus, request_context
 from davbox.policies.base import AccessRequest, Decision, Operation, Principal
 from davbox.policies.engine import PolicyEngine
-from davbox.providers.storage.filesystem import FilesystemStorage
+from davbox.providers.storage.filesystem import FilesystemStorage, free_names
 
 Location = tuple[MailboxAccess, str, Path]
 NON_LISTER_LOCK_SECONDS = 600
@@ -276,6 +276,8 @@ class MailboxProvider(DAVProvider):
             if method == "OPTIONS" and rel != "/" and not lists:
                 # The same answer whatever exists there: a dropper learns no names.
                 return _fixed_options(start_response)
+            if method == "PUT" and not lists:
+                box, rel, fs_path = self._create_only(environ, box, rel, fs_path)
             self._gate(environ, method, box, rel, fs_path, lists=lists)
             if method == "PUT":
                 self._check_upload_up_front(environ, box, rel, fs_path)
@@ -314,6 +316,28 @@ class MailboxProvider(DAVProvider):
             replaced=existing or 0,
             new_files=1 if existing is None else 0,
         )
+
+    def _create_only(
+        self, environ: dict[str, Any], box: MailboxAccess, rel: str, fs_path: Path
+    ) -> Location:
+        """A caller who cannot list the folder (a dropper, a drop link) only adds files.
+
+        A PUT to a name that is taken goes to a free name ("a (2).pdf") with the
+        same answer as for a new name: nothing is replaced, and the caller does
+        not learn that the name existed. Their own LOCK placeholder is theirs
+        to fill. (The commit links the file in exclusively as well: see
+        ``AtomicWriter``.)
+        """
+        try:
+            st = os.lstat(fs_path)
+        except (FileNotFoundError, NotADirectoryError):
+            return box, rel, fs_path
+        path = environ["PATH_INFO"]
+        if stat.S_ISREG(st.st_mode) and self.is_own_placeholder(environ, path, st.st_size):
+            return box, rel, fs_path
+        free = next(c for c in free_names(fs_path) if not os.path.lexists(c))
+        environ["PATH_INFO"] = path.rstrip("/").rpartition("/")[0] + "/" + free.name
+        return box, rel.rstrip("/").rpartition("/")[0] + "/" + free.name, free
 
     def is_own_placeholder(self, environ: dict[str, Any], path: str, size: int) -> bool:
         """A zero-byte file this caller created by LOCK and still holds the lock on.

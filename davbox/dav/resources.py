@@ -431,9 +431,13 @@ class MailboxFile(_Stored, DAVNonCollection):
             provider.request(self.environ, self.box, self.rel, op, **details)
         )
         expected = self.environ.get("CONTENT_LENGTH") or None
+        # Someone who may not see the folder only adds files, never replaces one.
+        exclusive = self.st is None and not provider.may(
+            self.environ, self.box, self.rel, Operation.LIST
+        )
         try:
             self._writer = provider.storage.writer(
-                self.fs_path, int(expected) if expected is not None else None
+                self.fs_path, int(expected) if expected is not None else None, exclusive=exclusive
             )
         except OSError as exc:
             raise storage_error(exc) from exc
@@ -466,7 +470,7 @@ class MailboxFile(_Stored, DAVNonCollection):
         if with_errors or not writer.committed:
             writer.abort()
             return
-        self.st = self.fs_path.stat()
+        self.st = writer.target.stat()
         self.provider.storage.usage_changed(self.box.storage_key)
 
     def _own_lock_placeholder(self) -> bool:

@@ -208,6 +208,39 @@ class AuthFailure(Base):
     at: Mapped[float] = mapped_column(Float)
 
 
+class ShareLink(Base):
+    """A link to a folder or file of a mailbox for people without an account (davbox.links).
+
+    Only a SHA-256 digest of the token is used to find a link; ``token_sealed``
+    keeps the token encrypted so its creator can copy the URL again.
+    ``path`` is inside the mailbox ("/" for all of it). Times are UTC.
+    """
+
+    __tablename__ = "share_links"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    token_sealed: Mapped[str] = mapped_column(String(256))
+    mailbox_id: Mapped[int] = mapped_column(
+        ForeignKey("mailboxes.id", ondelete="CASCADE"), index=True
+    )
+    path: Mapped[str] = mapped_column(String(4096))
+    is_folder: Mapped[bool] = mapped_column(Boolean)
+    permission: Mapped[str] = mapped_column(String(8))
+    password_hash: Mapped[str | None] = mapped_column(String(256))
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    label: Mapped[str] = mapped_column(String(256), default="")
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    upload_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    max_downloads: Mapped[int | None] = mapped_column(Integer)
+    downloads: Mapped[int] = mapped_column(Integer, default=0)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    mailbox: Mapped[Mailbox] = relationship()
+
+
 class WebSession(Base):
     """A browser session (davbox.sessions): only a digest of its cookie is stored.
 

@@ -25,14 +25,18 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import secrets
 import shutil
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from davbox.policies.base import Usage
+
+_NUMBERED = re.compile(r"^(.*) \((\d+)\)$")
 
 _log = logging.getLogger("davbox.storage")
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -144,8 +148,11 @@ class FilesystemStorage:
             _log.info("removed %d unfinished upload(s) left by an earlier run", removed)
         return removed
 
-    def writer(self, target: Path, expected_length: int | None) -> AtomicWriter:
-        return AtomicWriter(self.temp_path("part"), target, expected_length)
+    def writer(
+        self, target: Path, expected_length: int | None, *, exclusive: bool = False
+    ) -> AtomicWriter:
+        """A sink for ``target``; ``exclusive``: never replace a file, take a free name instead."""
+        return AtomicWriter(self.temp_path("part"), target, expected_length, exclusive=exclusive)
 
     def create_empty(self, target: Path) -> None:
         """Create a zero-byte file (LOCK on an unmapped URL); FileExistsError if taken."""
@@ -208,10 +215,15 @@ class FilesystemStorage:
 class AtomicWriter:
     """A file-like sink that becomes visible at ``target`` only when ``commit()`` succeeds."""
 
-    def __init__(self, temp: Path, target: Path, expected_length: int | None) -> None:
+    def __init__(
+        self, temp: Path, target: Path, expected_length: int | None, *, exclusive: bool = False
+    ) -> None:
         self.temp = temp
         self.target = target
         self.expected_length = expected_length
+        # Create-only (uploads by people who may not see the folder): the file
+        # is linked in under a name nobody has, never replacing one.
+        self.exclusive = exclusive
         self.received = 0
         self.committed = False
         self._file = open(temp, "xb", buffering=0)  # noqa: SIM115 (closed in commit/abort)
@@ -243,12 +255,27 @@ class AtomicWriter:
         try:
             os.fsync(self._file.fileno())
             self._file.close()
-            os.replace(self.temp, self.target)
+            if self.exclusive:
+                self._link_free()
+            else:
+                os.replace(self.temp, self.target)
             _fsync_dir(self.target.parent)
         except OSError as exc:
             _raise_full(exc)
             raise
         self.committed = True
+
+    def _link_free(self) -> None:
+        """Link the finished file in at ``target`` or, if taken, at "name (2).ext" and so on."""
+        for candidate in free_names(self.target):
+            try:
+                os.link(self.temp, candidate)
+            except FileExistsError:
+                continue
+            self.target = candidate
+            self.temp.unlink()
+            return
+        raise FileExistsError(f"no free name for {self.target.name}")
 
     def close(self) -> None:
         """WsgiDAV closes the sink after the last block: that is the commit point."""
@@ -260,6 +287,28 @@ class AtomicWriter:
         with contextlib.suppress(OSError):
             self._file.close()
         self.temp.unlink(missing_ok=True)
+
+
+def free_names(target: Path, limit: int = 10000) -> Iterator[Path]:
+    """``target``, then "stem (2).ext", "stem (3).ext", ... (names within 255 bytes).
+
+    A target already numbered ("stem (2).ext") goes on from its number, so
+    racing uploads of one name end up as (2), (3), ... not "stem (2) (2).ext".
+    """
+    yield target
+    name = target.name
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem:
+        stem, ext = name, ""
+    suffix = f".{ext}" if ext else ""
+    start = 2
+    if numbered := _NUMBERED.match(stem):
+        stem, start = numbered.group(1), int(numbered.group(2)) + 1
+    for number in range(start, limit):
+        tail = f" ({number}){suffix}"
+        room = 255 - len(tail.encode())
+        short = stem.encode()[:room].decode("utf-8", "ignore")
+        yield target.with_name(short + tail)
 
 
 def _raise_full(exc: OSError) -> None:

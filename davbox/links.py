@@ -1,0 +1,293 @@
+"""Share links: a URL (and maybe a password) opening a folder or file to people without an account.
+
+Contract:
+- ``create`` makes a link with a token of 192 bits from ``secrets``; the
+  token is returned once (and can be shown again to its creator: it is kept
+  sealed with the installation's key). Links are found by a SHA-256 digest of
+  the token, in one indexed lookup, so a wrong token costs the same as a
+  right one. Link passwords are argon2id hashes.
+- Permissions: ``read`` (list and download), ``drop`` (upload new files only,
+  see nothing) and ``write`` (read, upload, change and delete inside the
+  link's folder). They act as the mailbox roles reader, dropper and member,
+  so every policy applies to link users as to members.
+- ``find(token)`` returns a link only while it is usable: not revoked, not
+  expired, downloads not exhausted. Everything else is None, alike.
+- ``count_download`` takes one download of a limited link atomically (one
+  UPDATE with the limit in its WHERE), so parallel downloads cannot exceed it.
+- Times are UTC. ``parse_when`` reads "5d", "12h", "30m", "2w" (from now) or
+  an ISO date-time (UTC unless it carries an offset).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from cryptography.fernet import Fernet
+from sqlalchemy import select, update
+
+from davbox import durations
+from davbox.accounts import AdminError, _mailbox, _user
+from davbox.db import Database
+from davbox.db.models import Mailbox, ShareLink, User
+from davbox.passwords import dummy_verify, hash_password, validate_new_password, verify_password
+
+PERMISSIONS = {"read": "reader", "drop": "dropper", "write": "member"}
+TOKEN_BYTES = 24  # 192 bits; token_urlsafe gives 32 characters
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{20,64}$")
+
+
+class LinkError(AdminError):
+    """A refused link operation; ``str()`` is the message."""
+
+
+@dataclass(frozen=True)
+class Link:
+    id: int
+    mailbox: str
+    mailbox_id: int
+    storage_key: str
+    path: str
+    is_folder: bool
+    permission: str
+    has_password: bool
+    label: str
+    note: str
+    created_by: str | None
+    created_at: datetime
+    expires_at: datetime | None
+    upload_until: datetime | None
+    max_downloads: int | None
+    downloads: int
+    revoked_at: datetime | None
+
+    @property
+    def role(self) -> str:
+        return PERMISSIONS[self.permission]
+
+    def state(self, now: datetime | None = None) -> str:
+        """ "active", "revoked", "expired" or "exhausted"."""
+        now = now or datetime.now(UTC)
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and _aware(self.expires_at) <= now:
+            return "expired"
+        if self.max_downloads is not None and self.downloads >= self.max_downloads:
+            return "exhausted"
+        return "active"
+
+    def accepts_uploads(self, now: datetime | None = None) -> bool:
+        """Whether uploads are inside the link's upload window (if it has one)."""
+        now = now or datetime.now(UTC)
+        return self.upload_until is None or now < _aware(self.upload_until)
+
+
+def _aware(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes: they are UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _fernet(db: Database) -> Fernet:
+    key = hashlib.sha256(b"davbox link token key\0" + db.server_secret()).digest()
+    return Fernet(base64.urlsafe_b64encode(key))
+
+
+def parse_duration(text: str) -> timedelta:
+    """ "5d", "12h", "30m", "2w" -> timedelta; raise LinkError otherwise."""
+    try:
+        return durations.parse_duration(text)
+    except ValueError as exc:
+        raise LinkError(str(exc)) from None
+
+
+def parse_when(text: str, now: datetime | None = None) -> datetime:
+    """A moment: a duration from now ("5d") or an ISO date-time (UTC unless it has an offset)."""
+    now = now or datetime.now(UTC)
+    if durations.is_duration(text):
+        return now + parse_duration(text)
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise LinkError(
+            f"cannot read {text!r} as a time; use e.g. 2026-12-31T17:00 (UTC) or 5d"
+        ) from None
+    return _aware(moment)
+
+
+def _info(row: ShareLink, mailbox: Mailbox, creator: str | None) -> Link:
+    return Link(
+        id=row.id,
+        mailbox=mailbox.name,
+        mailbox_id=mailbox.id,
+        storage_key=mailbox.storage_key,
+        path=row.path,
+        is_folder=row.is_folder,
+        permission=row.permission,
+        has_password=row.password_hash is not None,
+        label=row.label,
+        note=row.note,
+        created_by=creator,
+        created_at=_aware(row.created_at),
+        expires_at=_aware(row.expires_at) if row.expires_at else None,
+        upload_until=_aware(row.upload_until) if row.upload_until else None,
+        max_downloads=row.max_downloads,
+        downloads=row.downloads,
+        revoked_at=row.revoked_at,
+    )
+
+
+def _query():  # type: ignore[no-untyped-def]
+    return (
+        select(ShareLink, Mailbox, User.name)
+        .join(Mailbox, Mailbox.id == ShareLink.mailbox_id)
+        .outerjoin(User, User.id == ShareLink.created_by)
+    )
+
+
+def create(
+    db: Database,
+    *,
+    mailbox: str,
+    path: str,
+    is_folder: bool,
+    permission: str,
+    created_by: str | None = None,
+    password: str | None = None,
+    expires_at: datetime | None = None,
+    max_downloads: int | None = None,
+    upload_window: timedelta | None = None,
+    label: str = "",
+    note: str = "",
+    now: datetime | None = None,
+) -> tuple[Link, str]:
+    """Store a new link; return it and its token (the caller checked path and policy)."""
+    now = now or datetime.now(UTC)
+    if permission not in PERMISSIONS:
+        raise LinkError(f"unknown permission {permission!r}; use read, drop or write")
+    if permission in ("drop", "write") and not is_folder:
+        raise LinkError(f"a {permission} link needs a folder, not a file")
+    if expires_at is not None and expires_at <= now:
+        raise LinkError("the expiry time has passed already")
+    if max_downloads is not None and max_downloads < 1:
+        raise LinkError("--max-downloads must be at least 1")
+    if upload_window is not None and permission == "read":
+        raise LinkError("an upload window is for drop and write links")
+    if password is not None:
+        try:
+            validate_new_password(password)
+        except ValueError as exc:
+            raise LinkError(f"link password: {exc}") from None
+    if len(label) > 256 or len(note) > 4000:
+        raise LinkError("the label is limited to 256 characters, the note to 4000")
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    with db.session() as session:
+        box = _mailbox(session, mailbox)
+        creator = _user(session, created_by) if created_by else None
+        row = ShareLink(
+            token_digest=digest(token),
+            token_sealed=_fernet(db).encrypt(token.encode()).decode(),
+            mailbox_id=box.id,
+            path=path,
+            is_folder=is_folder,
+            permission=permission,
+            password_hash=hash_password(password) if password is not None else None,
+            created_by=creator.id if creator else None,
+            label=label,
+            note=note,
+            created_at=now,
+            expires_at=expires_at,
+            upload_until=now + upload_window if upload_window else None,
+            max_downloads=max_downloads,
+            downloads=0,
+        )
+        session.add(row)
+        session.flush()
+        link = _info(row, box, creator.name if creator else None)
+    return link, token
+
+
+def list_links(
+    db: Database, *, mailbox: str | None = None, created_by: str | None = None
+) -> list[Link]:
+    query = _query().order_by(ShareLink.id)
+    if mailbox is not None:
+        query = query.where(Mailbox.name == mailbox)
+    if created_by is not None:
+        query = query.where(User.name == created_by)
+    with db.session() as session:
+        return [_info(row, box, creator) for row, box, creator in session.execute(query)]
+
+
+def get(db: Database, link_id: int) -> Link:
+    with db.session() as session:
+        found = session.execute(_query().where(ShareLink.id == link_id)).first()
+    if found is None:
+        raise LinkError(f"there is no link {link_id}")
+    return _info(*found)
+
+
+def token_of(db: Database, link_id: int) -> str:
+    """The token of a link, for its creator to copy the URL again."""
+    with db.session() as session:
+        row = session.get(ShareLink, link_id)
+        if row is None:
+            raise LinkError(f"there is no link {link_id}")
+        return _fernet(db).decrypt(row.token_sealed.encode()).decode()
+
+
+def revoke(db: Database, link_id: int) -> Link:
+    with db.session() as session:
+        row = session.get(ShareLink, link_id)
+        if row is None:
+            raise LinkError(f"there is no link {link_id}")
+        if row.revoked_at is None:
+            row.revoked_at = datetime.now(UTC)
+    return get(db, link_id)
+
+
+def find(db: Database, token: str, now: datetime | None = None) -> Link | None:
+    """The usable link of a token, else None (unknown, revoked, expired, exhausted alike)."""
+    key = digest(token) if _TOKEN_RE.match(token) else digest("\0" + token)
+    with db.session() as session:
+        found = session.execute(_query().where(ShareLink.token_digest == key)).first()
+    if found is None:
+        return None
+    link = _info(*found)
+    return link if link.state(now) == "active" else None
+
+
+def check_password(db: Database, link: Link, password: str) -> bool:
+    """Whether ``password`` opens the link (always True for a link without password)."""
+    if not link.has_password:
+        return True
+    with db.session() as session:
+        hashed = session.execute(
+            select(ShareLink.password_hash).where(ShareLink.id == link.id)
+        ).scalar_one_or_none()
+    if hashed is None:
+        dummy_verify(password)
+        return False
+    return verify_password(hashed, password)
+
+
+def count_download(db: Database, link_id: int) -> bool:
+    """Take one download; False when the link's downloads are used up."""
+    with db.session() as session:
+        taken = session.execute(
+            update(ShareLink)
+            .where(
+                ShareLink.id == link_id,
+                (ShareLink.max_downloads.is_(None))
+                | (ShareLink.downloads < ShareLink.max_downloads),
+            )
+            .values(downloads=ShareLink.downloads + 1)
+        )
+        return taken.rowcount == 1  # type: ignore[attr-defined]
