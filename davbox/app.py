@@ -36,6 +36,7 @@ from davbox.providers.identity.ldap import LdapIdentityProvider
 from davbox.providers.identity.sql import SqlIdentityProvider
 from davbox.providers.storage.filesystem import FilesystemStorage
 from davbox.sessions import SessionStore
+from davbox.sharing import ShareService
 from davbox.throttle import LoginThrottle
 
 
@@ -59,6 +60,7 @@ class Runtime:
     sessions: SessionStore
     engine: PolicyEngine
     events: EventBus
+    shares: ShareService
 
     @classmethod
     def create(cls, settings: Settings, data_dir: Path, config_path: Path | None = None) -> Runtime:
@@ -91,9 +93,10 @@ class Runtime:
             ),
         )
         policies, _ = build_policies(settings.policies, {}, str(config_path or "defaults"))
-        return cls(
-            settings, data_dir, db, storage, access, sessions, PolicyEngine(policies), EventBus()
-        )
+        engine = PolicyEngine(policies, members_may_share=settings.links.members_may_share)
+        events = EventBus()
+        shares = ShareService(db, storage, engine, access, events)
+        return cls(settings, data_dir, db, storage, access, sessions, engine, events, shares)
 
     def dav_config(self) -> dict[str, Any]:
         provider = MailboxProvider(

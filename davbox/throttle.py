@@ -36,7 +36,8 @@ class LoginThrottle:
         max_delay: float,
     ) -> None:
         self.db = db
-        self.limits = {"account": account_limit, "address": address_limit}
+        # "link:<id>" counts password guesses on a share link like those on an account.
+        self.limits = {"account": account_limit, "address": address_limit, "link": account_limit}
         self.window = window
         self.max_delay = max_delay
         self._purged_at = 0.0

@@ -20,10 +20,12 @@ from davbox.config.problems import line_of, problems_from
 from davbox.config.yamlsource import ConfigProblem, LineDict
 from davbox.policies.base import Policy
 from davbox.policies.limits import DenyPolicy, ExtensionPolicy, QuotaPolicy, SizePolicy
+from davbox.policies.links import LinkPolicy
 from davbox.policies.twofactor import TwoFactorPolicy
 
 BUILTINS: dict[str, type[Policy]] = {
-    cls.name: cls for cls in (SizePolicy, ExtensionPolicy, QuotaPolicy, DenyPolicy, TwoFactorPolicy)
+    cls.name: cls
+    for cls in (SizePolicy, ExtensionPolicy, QuotaPolicy, DenyPolicy, TwoFactorPolicy, LinkPolicy)
 }
 
 

@@ -84,7 +84,7 @@ def test_policy_check_and_explain(tmp_path):
     assert davbox("mailbox", "create", "extern").returncode == 0
     assert davbox("mailbox", "grant", "extern", "alice", "member").returncode == 0
     check = davbox("policy", "check")
-    assert check.returncode == 0 and "valid, 4 policies" in check.stdout
+    assert check.returncode == 0 and "valid, 5 policies" in check.stdout
     explain = davbox(
         "policy",
         "explain",

@@ -91,7 +91,10 @@ def policy_explain(
     principal = replace(principal, second_factor=login == "app-password")
     box = access.mailboxes_for(principal).get(mailbox)
     roles = box.roles if box else frozenset()
-    engine = PolicyEngine(build_policies(ctx.settings.policies, {}, str(ctx.config_path))[0])
+    engine = PolicyEngine(
+        build_policies(ctx.settings.policies, {}, str(ctx.config_path))[0],
+        members_may_share=ctx.settings.links.members_may_share,
+    )
     request = AccessRequest(
         principal,
         mailbox,

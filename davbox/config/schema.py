@@ -247,6 +247,12 @@ class WebSettings(_Section):
     )
 
 
+class LinkSettings(_Section):
+    members_may_share: StrictBool = Field(
+        False, description="members (not only managers) may make share links"
+    )
+
+
 class LoggingSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     access_log: StrictBool = Field(True, description="one line per request (never credentials)")
@@ -260,6 +266,7 @@ class Settings(_Section):
     storage: StorageSettings = Field(default_factory=StorageSettings)  # type: ignore[arg-type]
     auth: AuthSettings = Field(default_factory=AuthSettings)  # type: ignore[arg-type]
     web: WebSettings = Field(default_factory=WebSettings)  # type: ignore[arg-type]
+    links: LinkSettings = Field(default_factory=LinkSettings)  # type: ignore[arg-type]
     logging: LoggingSettings = Field(default_factory=LoggingSettings)  # type: ignore[arg-type]
     policies: list[Any] = Field(
         default_factory=list, description="access and limit rules (see policies/)"

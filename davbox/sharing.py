@@ -1,0 +1,255 @@
+"""Making and opening share links: the one service the CLI, web pages, OCS API and WebDAV use.
+
+Contract:
+- ``create(creator, target, permission, ...)`` checks that the target exists
+  (a folder, or a file for read links), that the creator may share it (the
+  share right of their mailbox role; ``creator=None`` is an administrator at
+  the command line) and that no ``links`` policy refuses (password required,
+  longest expiry, allowed permissions); then stores it and emits
+  ``LinkCreated``. Refusals raise ``LinkError`` with the reason.
+- ``open(token, password, address)`` returns an ``Opened`` link, or raises
+  ``LinkNotFound`` (unknown, revoked, expired and exhausted tokens alike: the
+  callers answer all with the same 404), ``LinkPasswordRequired`` (no or a
+  wrong password: ``wrong`` tells which) or ``Throttled``. Only password
+  guesses are counted (per link and per client address, by the login
+  limiter); a wrong token costs one indexed lookup and is not counted, since
+  192-bit tokens cannot be guessed.
+- ``principal_for(link)`` and ``mailboxes_for(link)`` give the identity under
+  which a link's requests are judged: kind "link", the link's permission as
+  its mailbox role, so every policy applies as to members.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import unicodedata
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+
+from davbox import links
+from davbox.access import AccessService, MailboxAccess, Throttled
+from davbox.db import Database
+from davbox.db.models import Mailbox
+from davbox.events import Event, EventBus
+from davbox.links import Link, LinkError
+from davbox.policies.base import LinkRequest, Principal
+from davbox.policies.engine import PolicyEngine
+from davbox.providers.storage.filesystem import FilesystemStorage
+from davbox.throttle import LoginThrottle
+
+
+class LinkNotFound(Exception):
+    """No usable link for this token (unknown, revoked, expired or used up)."""
+
+
+class LinkPasswordRequired(Exception):
+    """The link has a password and none, or a wrong one, was given."""
+
+    def __init__(self, wrong: bool) -> None:
+        super().__init__("this link needs its password" if not wrong else "wrong link password")
+        self.wrong = wrong
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinkCreated(Event):
+    kind = "link-created"  # type: ignore[misc]
+
+    link_id: int
+    permission: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinkRevoked(Event):
+    kind = "link-revoked"  # type: ignore[misc]
+
+    link_id: int
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A usable link whose password (if any) was given."""
+
+    link: Link
+    principal: Principal
+    mailboxes: dict[str, MailboxAccess]
+
+
+class ShareService:
+    def __init__(
+        self,
+        db: Database,
+        storage: FilesystemStorage,
+        engine: PolicyEngine,
+        access: AccessService,
+        events: EventBus,
+    ) -> None:
+        self.db = db
+        self.storage = storage
+        self.engine = engine
+        self.access = access
+        self.events = events
+
+    # -- making links -------------------------------------------------------
+
+    def create(
+        self,
+        creator: Principal | None,
+        target: str,
+        permission: str,
+        *,
+        password: str | None = None,
+        expires_at: datetime | None = None,
+        max_downloads: int | None = None,
+        upload_window: timedelta | None = None,
+        label: str = "",
+        note: str = "",
+        client: str = "",
+    ) -> tuple[Link, str]:
+        """Make a link to ``MAILBOX/PATH``; return it and its token (shown once)."""
+        now = datetime.now(UTC)
+        mailbox, path = split_target(target)
+        box = self._mailbox(creator, mailbox)
+        is_folder = self._kind_of(box, path)
+        principal = creator or Principal("admin", "admin")
+        decision = self.engine.check_link(
+            LinkRequest(
+                principal,
+                box.name,
+                path,
+                box.roles,
+                permission,
+                has_password=password is not None,
+                expires_in=expires_at - now if expires_at else None,
+            )
+        )
+        if not decision.allowed:
+            raise LinkError(decision.reason)
+        link, token = links.create(
+            self.db,
+            mailbox=box.name,
+            path=path,
+            is_folder=is_folder,
+            permission=permission,
+            created_by=creator.name if creator else None,
+            password=password,
+            expires_at=expires_at,
+            max_downloads=max_downloads,
+            upload_window=upload_window,
+            label=label,
+            note=note,
+            now=now,
+        )
+        self.events.emit(
+            LinkCreated(
+                actor=principal.name,
+                client=client,
+                mailbox=box.name,
+                path=path,
+                link_id=link.id,
+                permission=permission,
+            )
+        )
+        return link, token
+
+    def revoke(self, actor: Principal | None, link_id: int, client: str = "") -> Link:
+        """Revoke a link (its creator, a manager of its mailbox, or an administrator)."""
+        link = links.get(self.db, link_id)
+        if actor is not None and link.created_by != actor.name:
+            roles = self.access.mailboxes_for(actor).get(link.mailbox)
+            if roles is None or "manager" not in roles.roles:
+                raise LinkError(f"there is no link {link_id}")
+        link = links.revoke(self.db, link_id)
+        self.events.emit(
+            LinkRevoked(
+                actor=actor.name if actor else "admin",
+                client=client,
+                mailbox=link.mailbox,
+                path=link.path,
+                link_id=link.id,
+            )
+        )
+        return link
+
+    def _mailbox(self, creator: Principal | None, name: str) -> MailboxAccess:
+        if creator is not None:
+            box = self.access.mailboxes_for(creator).get(name)
+            if box is None:
+                raise LinkError(f"you have no mailbox {name!r}")
+            return box
+        with self.db.session() as session:
+            row = session.execute(select(Mailbox).where(Mailbox.name == name)).scalar_one_or_none()
+            if row is None:
+                raise LinkError(f"there is no mailbox {name!r}")
+            return MailboxAccess(row.id, row.name, row.storage_key, frozenset())
+
+    def _kind_of(self, box: MailboxAccess, path: str) -> bool:
+        """True for a folder, False for a file; LinkError when nothing is there."""
+        parts = [p for p in path.split("/") if p]
+        try:
+            st = os.lstat(self.storage.mailbox_dir(box.storage_key).joinpath(*parts))
+        except OSError:
+            st = None
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            return True
+        if st is not None and stat.S_ISREG(st.st_mode):
+            return False
+        raise LinkError(f"there is no file or folder {path!r} in mailbox {box.name!r}")
+
+    # -- using links ----------------------------------------------------------
+
+    def open(self, token: str, password: str | None, address: str) -> Opened:
+        link = links.find(self.db, token)
+        if link is None:
+            raise LinkNotFound()
+        if link.has_password:
+            if not password:
+                raise LinkPasswordRequired(wrong=False)
+            throttle = self.access.throttle
+            keys = [f"link:{link.id}", f"address:{address}"]
+            pending = self._begin(throttle, keys)
+            if not links.check_password(self.db, link, password):
+                raise LinkPasswordRequired(wrong=True)
+            if throttle is not None:
+                throttle.succeeded(keys[0], pending)
+        return Opened(link, self.principal_for(link), self.mailboxes_for(link))
+
+    @staticmethod
+    def _begin(throttle: LoginThrottle | None, keys: list[str]) -> dict[str, int]:
+        if throttle is None:
+            return {}
+        wait = throttle.retry_after(keys)
+        pending: dict[str, int] = {}
+        if wait is None:
+            pending = throttle.begin(keys)
+            wait = throttle.retry_after(keys, before=pending)
+        if wait is not None:
+            raise Throttled(wait)
+        return pending
+
+    @staticmethod
+    def principal_for(link: Link) -> Principal:
+        return Principal(
+            "link",
+            f"link-{link.id}",
+            read_only=link.permission == "read",
+            second_factor=True,
+        )
+
+    @staticmethod
+    def mailboxes_for(link: Link) -> dict[str, MailboxAccess]:
+        role = frozenset({link.role})
+        return {link.mailbox: MailboxAccess(link.mailbox_id, link.mailbox, link.storage_key, role)}
+
+
+def split_target(target: str) -> tuple[str, str]:
+    """ "MAILBOX/path/inside" -> ("MAILBOX", "/path/inside"); NFC, no "." or ".." parts."""
+    target = unicodedata.normalize("NFC", target.strip())
+    parts = [p for p in target.split("/") if p]
+    if not parts:
+        raise LinkError("name a mailbox and optionally a path: MAILBOX/PATH")
+    if any(p in (".", "..") or "\x00" in p for p in parts):
+        raise LinkError("paths may not contain '.' or '..' parts")
+    return parts[0], "/" + "/".join(parts[1:])
