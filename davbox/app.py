@@ -22,6 +22,7 @@ from davbox.config import Settings
 from davbox.config.schema import LdapProviderSettings
 from davbox.dav.authn import BasicAuthMiddleware
 from davbox.dav.errors import DavErrorMiddleware, install_response_pages
+from davbox.dav.links import LinkDavMiddleware
 from davbox.dav.locks import SqlLockStorage
 from davbox.dav.props import SqlPropertyManager
 from davbox.dav.provider import MailboxProvider
@@ -98,7 +99,13 @@ class Runtime:
         shares = ShareService(db, storage, engine, access, events)
         return cls(settings, data_dir, db, storage, access, sessions, engine, events, shares)
 
-    def dav_config(self) -> dict[str, Any]:
+    def dav_config(
+        self,
+        mount_path: str | None = DAV_PREFIX,
+        lock_storage: SqlLockStorage | None = None,
+        property_manager: SqlPropertyManager | None = None,
+    ) -> dict[str, Any]:
+        """WsgiDAV's configuration; the link app mounts at "" and shares locks and properties."""
         provider = MailboxProvider(
             self.storage,
             self.engine,
@@ -108,9 +115,9 @@ class Runtime:
         )
         return {
             "provider_mapping": {"/": provider},
-            "mount_path": DAV_PREFIX,
-            "lock_storage": SqlLockStorage(self.db),
-            "property_manager": SqlPropertyManager(self.db),
+            "mount_path": mount_path,
+            "lock_storage": lock_storage or SqlLockStorage(self.db),
+            "property_manager": property_manager or SqlPropertyManager(self.db),
             "middleware_stack": [DavErrorMiddleware, RequestResolver],
             "block_size": int(self.settings.storage.block_size),
             "verbose": 1,
@@ -124,8 +131,19 @@ class Runtime:
     def wsgi_app(self) -> Dispatcher:
         logging.getLogger("wsgidav").setLevel(logging.ERROR)
         install_response_pages()
-        dav = WsgiDAVApp(self.dav_config())
-        authenticated = BasicAuthMiddleware(dav, self.access, self.settings.auth.realm, self.events)
+        locks, props = SqlLockStorage(self.db), SqlPropertyManager(self.db)
+        dav = WsgiDAVApp(self.dav_config(DAV_PREFIX, locks, props))
+        realm = self.settings.auth.realm
+        authenticated = BasicAuthMiddleware(dav, self.access, realm, self.events)
+        link_config = self.dav_config(None, locks, props)
+        link_config["lock_storage"] = False  # it uses the member app's lock manager:
+        link_app = WsgiDAVApp(link_config)
+        # one manager, so a member's and a link user's LOCK of a file are
+        # decided under one lock (and one storage, which a manager closes on exit).
+        link_app.lock_manager = dav.lock_manager
+        for share_provider in link_app.provider_map.values():
+            share_provider.set_lock_manager(dav.lock_manager)
+        link_dav = LinkDavMiddleware(link_app, self.shares, self.events, realm)
         pages = WebApp(
             self.db,
             self.access,
@@ -133,4 +151,6 @@ class Runtime:
             self.events,
             max_age=self.settings.web.session_max_age,
         )
-        return Dispatcher(authenticated, pages, access_log=self.settings.logging.access_log)
+        return Dispatcher(
+            authenticated, pages, link_dav=link_dav, access_log=self.settings.logging.access_log
+        )

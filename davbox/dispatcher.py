@@ -6,9 +6,10 @@ Contract:
   them, so NFD names from macOS and NFC names from Windows address one file.
 - ``OPTIONS /`` and ``OPTIONS *`` answer ``DAV: 1,2`` and ``MS-Author-Via: DAV``
   (Windows probes the server root before mapping a drive).
-- ``/dav/...`` goes to the WebDAV app with ``SCRIPT_NAME=/dav``; everything
-  else to the web pages (``davbox.admin_ui.web``), which answer 404 for what
-  they do not know.
+- ``/dav/...`` goes to the WebDAV app with ``SCRIPT_NAME=/dav``; share links
+  over WebDAV (``/s/<token>/dav/...``, ``/public.php/webdav/...``) to the link
+  WebDAV app (``davbox.dav.links``); everything else to the web pages
+  (``davbox.admin_ui.web``), which answer 404 for what they do not know.
 - Only PUT may carry a body over 1 MiB (WsgiDAV parses the others in memory): 413.
 - Reason phrases are always the standard ones (WsgiDAV says "Status" for some).
 - An exception that escapes an app is logged and answered 500 with a request
@@ -26,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+from davbox.dav.links import is_link_path
 from davbox.http import plain_response, status_line
 
 _log = logging.getLogger("davbox.access")
@@ -38,9 +40,12 @@ MAX_XML_BODY = 1024 * 1024
 
 
 class Dispatcher:
-    def __init__(self, dav_app: App, web_app: App, *, access_log: bool = True) -> None:
+    def __init__(
+        self, dav_app: App, web_app: App, *, link_dav: App | None = None, access_log: bool = True
+    ) -> None:
         self.dav_app = dav_app
         self.web_app = web_app
+        self.link_dav = link_dav
         self.access_log = access_log
 
     def __call__(
@@ -125,6 +130,8 @@ class Dispatcher:
             environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "").rstrip("/") + DAV_PREFIX
             environ["PATH_INFO"] = environ["PATH_INFO"][len(DAV_PREFIX) :] or "/"
             return self.dav_app(environ, start_response)
+        if self.link_dav is not None and is_link_path(path):
+            return self.link_dav(environ, start_response)
         return self.web_app(environ, start_response)
 
 

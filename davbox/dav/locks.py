@@ -32,6 +32,7 @@ class SqlLockStorage(LockStorageDict):
 
     def open(self) -> None:
         super().open()
+        loaded: dict[str, Any] = self._dict  # type: ignore[assignment]
         now = time.time()
         with self.db.session() as session:
             session.execute(delete(DavLock).where(DavLock.expire >= 0, DavLock.expire < now))
@@ -39,9 +40,9 @@ class SqlLockStorage(LockStorageDict):
                 lock: dict[str, Any] = {name: getattr(row, name) for name in _FIELDS}
                 lock["owner"] = row.owner
                 lock["token"] = row.token
-                self._dict[row.token] = lock
+                loaded[row.token] = lock
                 key = f"URL2TOKEN:{row.root}"
-                self._dict[key] = [*self._dict.get(key, []), row.token]
+                loaded[key] = [*loaded.get(key, []), row.token]
 
     def create(self, path: str, lock: dict[str, Any]) -> dict[str, Any]:
         lock = super().create(path, lock)

@@ -81,9 +81,13 @@ class MailboxProvider(DAVProvider):
 
     def _resolve(self, path: str, environ: dict[str, Any]) -> Location | None:
         """Map ``/<mailbox>/<rel>`` to (mailbox, rel, file path); None if not visible."""
+        mount = environ.get("davbox.link")
+        if mount is not None and not (path.rstrip("/") + "/").startswith(mount.root + "/"):
+            return None  # outside the share link's folder
         parts = [p for p in path.split("/") if p]
         box = self.mailboxes(environ).get(parts[0]) if parts else None
-        if box is None and parts and self.access.refresh(force=True):
+        user = environ["davbox.principal"].kind == "user"
+        if box is None and parts and user and self.access.refresh(force=True):
             environ["davbox.mailboxes"] = self.access.mailboxes_for(environ["davbox.principal"])
             box = self.mailboxes(environ).get(parts[0])
         if box is None or any(p in (".", "..") or "\x00" in p for p in parts):
@@ -273,7 +277,8 @@ class MailboxProvider(DAVProvider):
                 # Callers who cannot see the mailbox's files (droppers) hold locks
                 # only while they create a file, not for weeks.
                 environ["HTTP_TIMEOUT"] = f"Second-{NON_LISTER_LOCK_SECONDS}"
-            if method == "OPTIONS" and rel != "/" and not lists:
+            top = rel == _top(environ)
+            if method == "OPTIONS" and not top and not lists:
                 # The same answer whatever exists there: a dropper learns no names.
                 return _fixed_options(start_response)
             if method == "PUT" and not lists:
@@ -372,17 +377,23 @@ class MailboxProvider(DAVProvider):
         existing and missing names: 404 for reading, changing or probing items,
         403 for MKCOL; only PUT, LOCK and UNLOCK reach the resource checks.
         """
-        if rel != "/" and not lists:
+        if rel != _top(environ) and not lists:
             if method == "MKCOL":
                 self.authorize(environ, box, rel, Operation.MKCOL)
             elif method not in ("PUT", "LOCK", "UNLOCK"):
                 raise DAVError(HTTP_NOT_FOUND)
-        if method in ("GET", "HEAD") and rel != "/":
+        if method in ("GET", "HEAD") and rel != _top(environ):
             self.authorize(environ, box, rel, Operation.READ)
         elif method == "PROPPATCH":
             self.authorize(environ, box, rel, Operation.PROPPATCH)
         elif method == "LOCK" and os.path.lexists(fs_path) and not _is_refresh(environ):
             self.authorize(environ, box, rel, Operation.LOCK)
+
+
+def _top(environ: dict[str, Any]) -> str:
+    """The folder a caller starts in: the mailbox root, or a share link's folder."""
+    mount = environ.get("davbox.link")
+    return "/" if mount is None else mount.link.path.rstrip("/") or "/"
 
 
 def _fixed_options(start_response: Callable[..., Any]) -> list[bytes]:

@@ -18,6 +18,7 @@ import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from wsgidav import util
 from wsgidav.dav_error import (
@@ -147,6 +148,13 @@ class _Stored:
         self.rel = rel  # path inside the mailbox, "/" for its top folder
         self.fs_path = fs_path
         self.st = st
+
+    def get_href(self) -> str:
+        """Under a share link, the link's URL (canonical paths stay internal)."""
+        mount = self.environ.get("davbox.link")
+        if mount is None:
+            return super().get_href()  # type: ignore[misc, no-any-return]
+        return quote(mount.href(self.get_preferred_path()), safe="/!*'(),$-_|.")  # type: ignore[attr-defined]
 
     def authorize(self, op: Operation, rel: str | None = None, **details: Any) -> None:
         self.provider.authorize(self.environ, self.box, rel or self.rel, op, **details)

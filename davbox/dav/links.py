@@ -1,0 +1,212 @@
+"""WebDAV for share links: ``/s/<token>/dav/...`` and Nextcloud's ``/public.php/webdav/...``.
+
+Contract:
+- ``/s/<token>/dav/...``: the token is in the path; a link password comes as
+  the Basic password (any user name). ``/public.php/webdav/...``: the token is
+  the Basic user name and the link password the Basic password (what
+  Nextcloud clients send).
+- Unknown, revoked, expired and used-up tokens get the same 404 (on
+  ``/public.php`` the same 401, since the token is the user name); a missing or
+  wrong link password 401 with a challenge; too many wrong passwords 429.
+- A link's requests run as principal ``link-<id>`` with the link's
+  permission as its mailbox role (read → reader, drop → dropper, write →
+  member) inside the link's folder only: the path is rewritten to the
+  canonical ``/<mailbox>/<path>`` (so locks and properties are shared with
+  members) and hrefs in answers are written back under the link's prefix.
+  The mailbox name and the folder's place never show.
+- Drop and write links take changes only inside their upload window; a read
+  link's file downloads count against ``max_downloads``; each request is a
+  ``LinkUsed`` event carrying the link id.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+from davbox import links
+from davbox.access import Throttled
+from davbox.events import Event, EventBus, request_context
+from davbox.http import plain_response
+from davbox.links import Link
+from davbox.sharing import LinkNotFound, LinkPasswordRequired, ShareService
+
+NOT_FOUND = "this link does not exist (any more)"
+PUBLIC_PREFIX = "/public.php/webdav"
+_LINK_PATH = re.compile(r"^/s/([A-Za-z0-9_-]{1,128})/dav(/.*)?$")
+_CHANGING = frozenset({"PUT", "MKCOL", "LOCK", "MOVE", "COPY", "DELETE", "PROPPATCH"})
+
+
+@dataclass(frozen=True)
+class LinkMount:
+    """Where a link's folder sits: ``prefix`` as the client sees it, ``root`` canonically."""
+
+    prefix: str
+    root: str
+    link: Link
+
+    def href(self, canonical: str) -> str:
+        """The client's URL path for a canonical path inside the link."""
+        return self.prefix + (canonical[len(self.root) :] or "/")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinkUsed(Event):
+    """A request through a share link (``method``, path inside the link's folder)."""
+
+    kind = "link-used"  # type: ignore[misc]
+
+    link_id: int
+    method: str
+
+
+def is_link_path(path: str) -> bool:
+    return (
+        bool(_LINK_PATH.match(path))
+        or path == PUBLIC_PREFIX
+        or path.startswith(PUBLIC_PREFIX + "/")
+    )
+
+
+class LinkDavMiddleware:
+    """Opens the link of a request, then hands it to the link WebDAV app, rewritten."""
+
+    def __init__(
+        self,
+        app: Callable[..., Iterable[bytes]],
+        shares: ShareService,
+        events: EventBus,
+        realm: str,
+    ) -> None:
+        self.app = app
+        self.shares = shares
+        self.events = events
+        self.challenge = f'Basic realm="{realm} link", charset="UTF-8"'
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        raw = environ["PATH_INFO"]  # WSGI: UTF-8 bytes as latin-1 text
+        path = raw.encode("latin-1").decode("utf-8")
+        user, password = _basic(environ)
+        if path == PUBLIC_PREFIX or path.startswith(PUBLIC_PREFIX + "/"):
+            if user is None:
+                return self._challenge(environ, start_response, "log in with the link's token")
+            token, prefix, rest = user, PUBLIC_PREFIX, path[len(PUBLIC_PREFIX) :]
+        else:
+            found = _LINK_PATH.match(path)
+            if found is None:
+                return plain_response(environ, start_response, 404, NOT_FOUND)
+            token, rest = found.group(1), found.group(2) or ""
+            prefix = f"/s/{token}/dav"
+        address = environ.get("REMOTE_ADDR", "")
+        try:
+            opened = self.shares.open(token, password, address)
+        except LinkNotFound:
+            if prefix == PUBLIC_PREFIX:
+                return self._challenge(environ, start_response, "wrong link or password")
+            return plain_response(environ, start_response, 404, NOT_FOUND)
+        except LinkPasswordRequired as exc:
+            return self._challenge(environ, start_response, str(exc))
+        except Throttled as exc:
+            return plain_response(
+                environ, start_response, 429, str(exc), [("Retry-After", str(exc.retry_after))]
+            )
+        link = opened.link
+        mount = LinkMount(prefix, "/" + link.mailbox + link.path.rstrip("/"), link)
+        method = environ.get("REQUEST_METHOD", "")
+        if not link.is_folder and rest.strip("/"):
+            return plain_response(environ, start_response, 404, NOT_FOUND)
+        if method in _CHANGING and link.permission != "read" and not link.accepts_uploads():
+            return plain_response(
+                environ, start_response, 403, "this link no longer accepts uploads"
+            )
+        if method == "GET" and not self._take_download(environ, link, mount, rest):
+            return plain_response(environ, start_response, 404, NOT_FOUND)
+
+        environ["PATH_INFO"] = (mount.root + rest).encode("utf-8").decode("latin-1")
+        environ["SCRIPT_NAME"] = ""
+        if "HTTP_DESTINATION" in environ:
+            destination = _rewrite_destination(environ["HTTP_DESTINATION"], mount)
+            if destination is None:
+                return plain_response(
+                    environ, start_response, 403, "the destination must be inside this link"
+                )
+            environ["HTTP_DESTINATION"] = destination
+        environ["wsgidav.auth.user_name"] = opened.principal.name
+        environ["davbox.principal"] = opened.principal
+        environ["davbox.mailboxes"] = opened.mailboxes
+        environ["davbox.link"] = mount
+        self.events.emit(
+            LinkUsed(
+                **request_context(environ),
+                mailbox=link.mailbox,
+                path=link.path.rstrip("/") + rest,
+                link_id=link.id,
+                method=method,
+            )
+        )
+        answer = self.app(environ, start_response)
+        if method in ("LOCK", "PROPFIND"):
+            return _rewrite_lock_roots(answer, mount)
+        return answer
+
+    def _take_download(
+        self, environ: dict[str, Any], link: Link, mount: LinkMount, rest: str
+    ) -> bool:
+        """Count a file download of a limited link (a Range not from 0 continues one)."""
+        if link.max_downloads is None:
+            return True
+        if not re.match(r"^\s*(bytes=0-.*)?$", environ.get("HTTP_RANGE", "")):
+            return True
+        parts = [p for p in (link.path + rest).split("/") if p]
+        target = self.shares.storage.mailbox_dir(link.storage_key).joinpath(*parts)
+        if not os.path.isfile(target):
+            return True
+        return links.count_download(self.shares.db, link.id)
+
+    def _challenge(
+        self, environ: dict[str, Any], start_response: Callable[..., Any], reason: str
+    ) -> list[bytes]:
+        return plain_response(
+            environ, start_response, 401, reason, [("WWW-Authenticate", self.challenge)]
+        )
+
+
+def _basic(environ: dict[str, Any]) -> tuple[str | None, str | None]:
+    scheme, _, value = environ.get("HTTP_AUTHORIZATION", "").strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None, None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None, None
+    user, sep, password = decoded.partition(":")
+    return (user or None, password) if sep else (None, None)
+
+
+def _rewrite_destination(url: str, mount: LinkMount) -> str | None:
+    """A Destination under the link's prefix, as the canonical URL WsgiDAV resolves."""
+    parts = urlsplit(url)
+    path = unquote(parts.path)
+    if not (path == mount.prefix or path.startswith(mount.prefix + "/")):
+        return None
+    canonical = mount.root + path[len(mount.prefix) :]
+    return urlunsplit(parts._replace(path=quote(canonical, safe="/!$&'()*+,;=:@")))
+
+
+def _rewrite_lock_roots(body: Iterable[bytes], mount: LinkMount) -> Iterable[bytes]:
+    """Lock answers name the lock root by its canonical path: show the link's URL instead."""
+    canonical = b">" + quote(mount.root).encode()
+    shown = b">" + quote(mount.prefix).encode()
+    for chunk in body:
+        yield chunk.replace(canonical, shown) if canonical in chunk else chunk
+    close = getattr(body, "close", None)
+    if close is not None:
+        close()
