@@ -14,12 +14,14 @@ Contract:
 - Reason phrases are always the standard ones (WsgiDAV says "Status" for some).
 - An exception that escapes an app is logged and answered 500 with a request
   id, never a traceback. With ``access_log`` on, one line per request is
-  logged: client, user, method, path, status, duration (no query, no secrets).
+  logged: client, user, method, path, status, duration (no query, no secrets:
+  share-link tokens in paths are shown as ``/s/-``).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import time
 import unicodedata
@@ -37,6 +39,8 @@ App = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 DAV_PREFIX = "/dav"
 # WsgiDAV reads PROPFIND, PROPPATCH and LOCK bodies into memory: cap them.
 MAX_XML_BODY = 1024 * 1024
+# Share-link tokens are secrets: the access log shows /s/- instead.
+_LINK_TOKEN = re.compile(r"/s/[^/]+")
 
 
 class Dispatcher:
@@ -86,7 +90,9 @@ class Dispatcher:
                     environ.get("REMOTE_ADDR", "-"),
                     environ.get("wsgidav.auth.user_name", "-"),
                     environ.get("REQUEST_METHOD"),
-                    environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),
+                    _LINK_TOKEN.sub(
+                        "/s/-", environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+                    ),
                     outcome["status"],
                     (time.monotonic() - started) * 1000,
                 )

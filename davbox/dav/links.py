@@ -152,10 +152,17 @@ class LinkDavMiddleware:
                 method=method,
             )
         )
-        answer = self.app(environ, start_response)
-        if method in ("LOCK", "PROPFIND"):
-            return _rewrite_lock_roots(answer, mount)
-        return answer
+        status: list[int] = []
+        lock_answer = method in ("LOCK", "PROPFIND")
+
+        def recording_start_response(code: str, headers: list[Any], exc_info: Any = None) -> Any:
+            status.append(int(code[:3]))
+            if lock_answer or status[0] >= 400:  # rewritten below: the length changes
+                headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+            return start_response(code, headers, exc_info)
+
+        answer = self.app(environ, recording_start_response)
+        return _hide_place(answer, mount, status, lock_answer=lock_answer)
 
     def _take_download(
         self, environ: dict[str, Any], link: Link, mount: LinkMount, rest: str
@@ -201,12 +208,27 @@ def _rewrite_destination(url: str, mount: LinkMount) -> str | None:
     return urlunsplit(parts._replace(path=quote(canonical, safe="/!$&'()*+,;=:@")))
 
 
-def _rewrite_lock_roots(body: Iterable[bytes], mount: LinkMount) -> Iterable[bytes]:
-    """Lock answers name the lock root by its canonical path: show the link's URL instead."""
-    canonical = b">" + quote(mount.root).encode()
-    shown = b">" + quote(mount.prefix).encode()
+def _hide_place(
+    body: Iterable[bytes], mount: LinkMount, status: list[int], *, lock_answer: bool
+) -> Iterable[bytes]:
+    """Answers name paths canonically (lock roots, error messages, refusal reasons that
+    name the mailbox): show them as the link's URL and "this folder" instead.
+
+    Only lock answers (LOCK, PROPFIND lockdiscovery) and error bodies are
+    touched, never file content.
+    """
+    link = mount.link
+    swaps = [
+        (b">" + quote(mount.root).encode(), b">" + quote(mount.prefix).encode()),
+        (quote(mount.root).encode(), quote(mount.prefix).encode()),
+        (mount.root.encode(), mount.prefix.encode()),
+        (f"mailbox '{link.mailbox}'".encode(), b"this folder"),
+    ]
     for chunk in body:
-        yield chunk.replace(canonical, shown) if canonical in chunk else chunk
+        if (status and status[0] >= 400) or (lock_answer and b"lockroot" in chunk):
+            for old, new in swaps:
+                chunk = chunk.replace(old, new)
+        yield chunk
     close = getattr(body, "close", None)
     if close is not None:
         close()
