@@ -20,6 +20,8 @@ Contract:
 - Headers on every page: a strict Content-Security-Policy (no scripts),
   ``X-Frame-Options: DENY``, ``Referrer-Policy: no-referrer``, ``nosniff``.
 - Pages speak English or Dutch (``davbox.admin_ui.i18n``).
+- ``/s/<token>...`` are the share link pages (``davbox.admin_ui.link_pages``),
+  answered by the ``LinkPages`` given to the app (404 without one).
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ from davbox import accounts, app_passwords, twofactor
 from davbox.access import AccessService, Throttled
 from davbox.accounts import AdminError
 from davbox.admin_ui.i18n import environment, gettext, negotiate
+from davbox.admin_ui.link_pages import RULES as LINK_RULES
+from davbox.admin_ui.link_pages import LinkPages
 from davbox.db import Database
 from davbox.events import EventBus, LoginRefused, LoginSucceeded, request_context
 from davbox.passwords import validate_new_password
@@ -56,6 +60,7 @@ COOKIE = "__Host-davbox"
 PRE_COOKIE = "__Host-davbox-pre"
 LANG_COOKIE = "davbox-lang"
 STATIC = Path(__file__).parent / "static"
+STATIC_FILES = {"davbox.css": "text/css", "drop.js": "text/javascript"}
 CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self';"
     " frame-ancestors 'none'; base-uri 'none'"
@@ -73,6 +78,7 @@ _ROUTES = Map(
         Rule("/account/2fa", endpoint="twofactor", methods=["GET", "HEAD", "POST"]),
         Rule("/account/app-passwords", endpoint="app_passwords", methods=["GET", "HEAD", "POST"]),
         Rule("/account/password", endpoint="password", methods=["GET", "HEAD", "POST"]),
+        *LINK_RULES,
     ],
     strict_slashes=False,
 )
@@ -102,6 +108,7 @@ class WebApp:
         events: EventBus,
         *,
         max_age: int,
+        links: LinkPages | None = None,
     ) -> None:
         self.db = db
         self.access = access
@@ -109,6 +116,9 @@ class WebApp:
         self.events = events
         self.max_age = max_age
         self._secret = db.server_secret()
+        self.links = links
+        if links is not None:
+            links.attach(self)
 
     # -- plumbing ---------------------------------------------------------
 
@@ -127,7 +137,10 @@ class WebApp:
         page.csrf = session.csrf if session else self._pre_csrf(page)
         try:
             endpoint, args = _ROUTES.bind_to_environ(environ).match()
-            response = getattr(self, "on_" + endpoint)(page, **args)
+            owner = self.links if endpoint.startswith("link") else self
+            if owner is None:
+                raise NotFound()
+            response = getattr(owner, "on_" + endpoint)(page, **args)
         except NotFound:
             response = self.render(page, "message.html", 404, title=page._("Page not found"))
         except MethodNotAllowed as exc:
@@ -259,9 +272,10 @@ class WebApp:
         return self.render(page, "start.html", dav_url=dav_url)
 
     def on_static(self, page: Page, name: str) -> Response:
-        if name != "davbox.css":
+        mimetype = STATIC_FILES.get(name)
+        if mimetype is None:
             raise NotFound()
-        response = Response((STATIC / name).read_bytes(), mimetype="text/css")
+        response = Response((STATIC / name).read_bytes(), mimetype=mimetype)
         response.headers["Cache-Control"] = "max-age=3600"
         return response
 

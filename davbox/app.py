@@ -17,6 +17,8 @@ from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from davbox.access import AccessService
+from davbox.admin_ui.link_access import LinkGate
+from davbox.admin_ui.link_pages import LinkPages
 from davbox.admin_ui.web import WebApp
 from davbox.config import Settings
 from davbox.config.schema import LdapProviderSettings
@@ -39,6 +41,7 @@ from davbox.providers.storage.filesystem import FilesystemStorage
 from davbox.sessions import SessionStore
 from davbox.sharing import ShareService
 from davbox.throttle import LoginThrottle
+from davbox.uploads import ResumableUploads
 
 
 def identity_providers(settings: Settings, db: Database) -> list[IdentityProvider]:
@@ -150,6 +153,12 @@ class Runtime:
             self.sessions,
             self.events,
             max_age=self.settings.web.session_max_age,
+            links=LinkPages(
+                self.shares,
+                ResumableUploads(self.storage, self.engine, self.events),
+                LinkGate(self.db, self.storage),
+                self.engine,
+            ),
         )
         return Dispatcher(
             authenticated, pages, link_dav=link_dav, access_log=self.settings.logging.access_log

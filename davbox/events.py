@@ -7,7 +7,8 @@ Contract:
   raises makes ``emit`` raise (the caller refuses the operation: fail closed);
   sinks are configured, never discovered.
 - The built-in ``LogSink`` writes one line per event to the ``davbox.events``
-  logger, with no secrets (there are none in events).
+  logger, with no secrets (there are none in events: share links appear by
+  id, never by token).
 """
 
 from __future__ import annotations
@@ -73,6 +74,38 @@ class LoginSucceeded(Event):
 
     method: str
     via: str = "web"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinkViewed(Event):
+    """A share link's page was shown (``page``: "folder", "file", "drop" or "password")."""
+
+    kind: ClassVar[str] = "link-viewed"
+
+    link_id: int
+    page: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinkDownloaded(Event):
+    """A file, or a folder as one zip (``archive``), was sent through a share link."""
+
+    kind: ClassVar[str] = "link-downloaded"
+
+    link_id: int
+    archive: bool = False
+    size: int | None = None  # None for a zip (streamed, its size is known only at the end)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinkUploaded(Event):
+    """A file arrived through a share link (``path`` is where it was stored)."""
+
+    kind: ClassVar[str] = "link-uploaded"
+
+    link_id: int
+    size: int
+    sha256: str
 
 
 class Sink(Protocol):

@@ -1,0 +1,451 @@
+"""The browser side of share links: the ``/s/<token>`` pages and their downloads.
+
+Routes (``RULES``, served by ``WebApp``; ``/s/<token>/dav/`` is WebDAV's):
+
+- ``/s/<token>``: a **read** link to a folder lists it (files and subfolders
+  with sizes and dates), to a file shows the file with a download button; a
+  **drop** link shows only the upload page; a **write** link the listing and
+  the upload form. A link with a password first asks for it (POST with CSRF,
+  ``ShareService.open``: throttled, 429 with Retry-After), then remembers it
+  in a signed cookie (``link_access``). Label and note are shown.
+- ``/s/<token>/files/<sub>``: a folder below the link (its listing) or a
+  file (sent as an attachment; one download counted unless the request is
+  for a byte range that does not start at 0).
+- ``/s/<token>/zip[/<sub>]``: the folder as one streamed zip (one download).
+- ``/s/<token>/uploads...``: the resumable upload API (``link_api``).
+
+Guarantees:
+- Unknown, revoked, expired and used-up tokens, paths outside the link and
+  everything a drop link may not see get the one 404 page, byte for byte the
+  same, after no more work than the token lookup. The token is never shown
+  on it (the dispatcher's access log shows ``/s/-``; events name links by id).
+- Everything a link does is judged by the policy engine as the link's
+  principal (``ShareService.principal_for``) in its mailbox role; refusals
+  are ``AccessRefused`` events with actor ``link-<id>``; page views,
+  downloads and zips are ``LinkViewed`` and ``LinkDownloaded`` events.
+- Pages with the upload form allow scripts and fetches from this origin only
+  (``script-src 'self'; connect-src 'self'``); the others allow no script.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from werkzeug.routing import Rule
+from werkzeug.utils import redirect
+from werkzeug.wrappers import Response
+
+from davbox import links
+from davbox.access import Throttled
+from davbox.admin_ui.downloads import file_response, zip_response
+from davbox.admin_ui.link_access import Item, LinkGate, Visit
+from davbox.admin_ui.link_api import LinkUploadApi
+from davbox.events import AccessRefused, LinkDownloaded, LinkViewed, LoginRefused
+from davbox.policies.base import AccessRequest, Decision, Operation
+from davbox.policies.engine import PolicyEngine
+from davbox.policies.limits import human
+from davbox.sharing import LinkNotFound, LinkPasswordRequired, ShareService
+from davbox.uploads import CHUNK_MAX, ResumableUploads
+
+if TYPE_CHECKING:
+    from davbox.admin_ui.web import Page, WebApp
+
+_ANY = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+RULES = [
+    Rule("/s/<token>", endpoint="link", methods=["GET", "HEAD", "POST"]),
+    Rule("/s/<token>/files/<path:sub>", endpoint="link_files", methods=["GET", "HEAD"]),
+    Rule("/s/<token>/download", endpoint="link_download", methods=["GET", "HEAD"]),
+    Rule("/s/<token>/zip", endpoint="link_zip", defaults={"sub": ""}, methods=["GET", "HEAD"]),
+    Rule("/s/<token>/zip/<path:sub>", endpoint="link_zip", methods=["GET", "HEAD"]),
+    Rule("/s/<token>/uploads", endpoint="link_upload_start", methods=["POST"]),
+    Rule(
+        "/s/<token>/uploads/<upload_id>",
+        endpoint="link_upload",
+        methods=["GET", "HEAD", "PUT", "POST", "DELETE"],
+    ),
+    Rule("/s/<token>/<path:rest>", endpoint="link_other", methods=_ANY),
+]
+SCRIPT_CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self';"
+    " connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+class Gone(Exception):
+    """Answer the one 404 page of share links."""
+
+
+def _link_endpoint(method: Callable[..., Response]) -> Callable[..., Response]:
+    """Answer ``Gone`` with the one 404 page; ask search engines to keep away."""
+
+    @functools.wraps(method)
+    def wrapper(self: LinkPages, page: Page, **args: Any) -> Response:
+        try:
+            response = method(self, page, **args)
+        except Gone:
+            response = self.web.render(page, "link_gone.html", 404)
+        response.headers.setdefault("X-Robots-Tag", "noindex, nofollow")
+        return response
+
+    return wrapper
+
+
+class LinkPages:
+    def __init__(
+        self,
+        shares: ShareService,
+        uploads: ResumableUploads,
+        gate: LinkGate,
+        engine: PolicyEngine,
+    ) -> None:
+        self.shares = shares
+        self.uploads = uploads
+        self.gate = gate
+        self.engine = engine
+        self.api = LinkUploadApi(uploads, gate, self)
+        self._web: WebApp | None = None
+
+    def attach(self, web: WebApp) -> None:
+        self._web = web
+
+    @property
+    def web(self) -> WebApp:
+        assert self._web is not None, "LinkPages.attach(web) first"
+        return self._web
+
+    # -- who is asking --------------------------------------------------------------
+
+    def visit(self, page: Page, token: str) -> Visit | None:
+        """The link of ``token`` opened for this browser; None while its password is due.
+
+        Raises ``Gone`` for every token that does not lead to a usable link.
+        """
+        link = self.gate.find(token)
+        if link is None:
+            raise Gone()
+        if link.has_password:
+            name = self.gate.cookie_name(link)
+            ok, refreshed = self.gate.remembered(link, page.request.cookies.get(name))
+            if not ok:
+                return None
+            if refreshed:
+                page.cookies.append((name, refreshed))
+        box = self.shares.mailboxes_for(link)[link.mailbox]
+        context = _context(page)
+        return Visit(token, link, self.shares.principal_for(link), box, context)
+
+    def judge(self, visit: Visit, rel: str, op: Operation) -> Decision:
+        """The policies' answer for ``op`` on ``rel``; a refusal is also an event."""
+        principal, box = visit.principal, visit.box
+        decision = self.engine.admit(principal, box.name, box.roles)
+        if decision.allowed:
+            decision = self.engine.check(
+                AccessRequest(
+                    principal,
+                    box.name,
+                    rel,
+                    op,
+                    box.roles,
+                    usage=lambda: self.shares.storage.usage(box.storage_key),
+                )
+            )
+        if not decision.allowed:
+            self.shares.events.emit(
+                AccessRefused(
+                    **visit.context,
+                    actor=principal.name,
+                    mailbox=box.name,
+                    path=rel,
+                    operation=op.value,
+                    status=decision.status,
+                    rule=decision.rule,
+                    reason=decision.reason,
+                )
+            )
+        return decision
+
+    def may(self, visit: Visit, rel: str, op: Operation) -> bool:
+        """Ask without recording a refusal (what to offer on a page)."""
+        box = visit.box
+        return self.engine.check(
+            AccessRequest(visit.principal, box.name, rel, op, box.roles)
+        ).allowed
+
+    def _refused(self, page: Page, decision: Decision) -> Response:
+        return self.web.render(
+            page,
+            "message.html",
+            decision.status,
+            title=page._("This is not allowed"),
+            text=decision.reason,
+        )
+
+    # -- pages ------------------------------------------------------------------------
+
+    @_link_endpoint
+    def on_link(self, page: Page, token: str) -> Response:
+        if page.request.method == "POST":
+            return self._password(page, token)
+        visit = self.visit(page, token)
+        if visit is None:
+            return self._prompt(page, token)
+        item = self.gate.locate(visit.link, "")
+        if item is None:
+            raise Gone()
+        if visit.link.permission == "drop":
+            return self._drop_page(page, visit)
+        if item.is_dir:
+            return self._folder_page(page, visit, item)
+        decision = self.judge(visit, item.rel, Operation.READ)
+        if not decision.allowed:
+            return self._refused(page, decision)
+        self._viewed(visit, item, "file")
+        return self._render(page, visit, "link_file.html", item=item)
+
+    @_link_endpoint
+    def on_link_files(self, page: Page, token: str, sub: str) -> Response:
+        visit = self.visit(page, token)
+        if visit is None:
+            return self._prompt(page, token)
+        item = self._visible(visit, sub)
+        if item.is_dir:
+            return self._folder_page(page, visit, item)
+        return self._send(page, visit, item)
+
+    @_link_endpoint
+    def on_link_download(self, page: Page, token: str) -> Response:
+        """The file of a link to one file."""
+        visit = self.visit(page, token)
+        if visit is None:
+            return self._prompt(page, token)
+        item = self._visible(visit, "")
+        if item.is_dir:
+            raise Gone()
+        return self._send(page, visit, item)
+
+    def _send(self, page: Page, visit: Visit, item: Item) -> Response:
+        decision = self.judge(visit, item.rel, Operation.READ)
+        if not decision.allowed:
+            return self._refused(page, decision)
+        if page.request.method == "HEAD" or not _starts_at_zero(page.request.headers.get("Range")):
+            return file_response(item.fs, item.name, page.request.environ)
+        if not links.count_download(self.shares.db, visit.link.id):
+            raise Gone()
+        self.shares.events.emit(
+            LinkDownloaded(
+                **visit.context,
+                actor=visit.principal.name,
+                mailbox=visit.box.name,
+                path=item.rel,
+                link_id=visit.link.id,
+                size=item.size,
+            )
+        )
+        return file_response(item.fs, item.name, page.request.environ)
+
+    @_link_endpoint
+    def on_link_zip(self, page: Page, token: str, sub: str) -> Response:
+        visit = self.visit(page, token)
+        if visit is None:
+            return self._prompt(page, token)
+        folder = self._visible(visit, sub)
+        if not folder.is_dir:
+            raise Gone()
+        decision = self.judge(visit, folder.rel, Operation.LIST)
+        if not decision.allowed:
+            return self._refused(page, decision)
+        files, empty = self._zip_contents(visit, folder)
+        if page.request.method != "HEAD":
+            if not links.count_download(self.shares.db, visit.link.id):
+                raise Gone()
+            self.shares.events.emit(
+                LinkDownloaded(
+                    **visit.context,
+                    actor=visit.principal.name,
+                    mailbox=visit.box.name,
+                    path=folder.rel,
+                    link_id=visit.link.id,
+                    archive=True,
+                )
+            )
+        return zip_response(files, empty, f"{folder.name}.zip")
+
+    @_link_endpoint
+    def on_link_other(self, page: Page, token: str, rest: str) -> Response:
+        raise Gone()
+
+    # -- the upload API (JSON; see link_api) ---------------------------------------------
+
+    @_link_endpoint
+    def on_link_upload_start(self, page: Page, token: str) -> Response:
+        visit = self.visit(page, token)
+        return self.api.start(page, visit)
+
+    @_link_endpoint
+    def on_link_upload(self, page: Page, token: str, upload_id: str) -> Response:
+        visit = self.visit(page, token)
+        return self.api.step(page, visit, upload_id)
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _visible(self, visit: Visit, sub: str) -> Item:
+        """A file or folder below the link that its permission may see (else ``Gone``)."""
+        if not self.may(visit, visit.link.path, Operation.LIST):
+            raise Gone()  # a drop link sees no names, not even its own folder's
+        item = self.gate.locate(visit.link, sub)
+        if item is None:
+            raise Gone()
+        return item
+
+    def _zip_contents(self, visit: Visit, folder: Item) -> tuple[list[tuple[Any, str]], list[str]]:
+        """Files the link may read below ``folder`` and folders left empty, by name in the zip."""
+        files: list[tuple[Any, str]] = []
+        empty: list[str] = []
+        top = folder.name
+        for here, dirs, names in os.walk(folder.fs):
+            sub = os.path.relpath(here, folder.fs)
+            arc = top if sub == "." else f"{top}/{sub}"
+            rel = folder.rel.rstrip("/") + ("" if sub == "." else "/" + sub)
+            if sub != "." and not self.may(visit, rel, Operation.LIST):
+                dirs[:] = []
+                continue
+            dirs[:] = sorted(d for d in dirs if not os.path.islink(os.path.join(here, d)))
+            added = 0
+            for name in sorted(names):
+                path = os.path.join(here, name)
+                if os.path.islink(path) or not os.path.isfile(path):
+                    continue
+                if self.may(visit, f"{rel}/{name}", Operation.READ):
+                    files.append((path, f"{arc}/{name}"))
+                    added += 1
+            if not added and not dirs:
+                empty.append(arc)
+        return files, empty
+
+    def _folder_page(self, page: Page, visit: Visit, folder: Item) -> Response:
+        decision = self.judge(visit, folder.rel, Operation.LIST)
+        if not decision.allowed:
+            return self._refused(page, decision)
+        self._viewed(visit, folder, "folder")
+        base = visit.base
+        crumbs = [(visit.link.label or folder_name(visit, ""), base)]
+        parts = [p for p in folder.sub.split("/") if p]
+        for index, part in enumerate(parts):
+            crumbs.append((part, f"{base}/files/{_quote(parts[: index + 1])}/"))
+        children = self.gate.children(folder)
+        uploads = visit.link.permission == "write"
+        return self._render(
+            page,
+            visit,
+            "link_folder.html",
+            scripts=uploads,
+            folder=folder,
+            crumbs=crumbs,
+            items=[
+                (item, f"{base}/files/{_quote(item.sub.split('/'))}{'/' if item.is_dir else ''}")
+                for item in children
+            ],
+            zip_url=f"{base}/zip/{_quote(parts)}" if parts else f"{base}/zip",
+            uploads=uploads,
+            upload_folder=folder.sub,
+        )
+
+    def _drop_page(self, page: Page, visit: Visit) -> Response:
+        self._viewed(visit, None, "drop")
+        return self._render(page, visit, "link_drop.html", scripts=True, uploads=True)
+
+    def _render(
+        self, page: Page, visit: Visit, template: str, *, scripts: bool = False, **values: Any
+    ) -> Response:
+        link = visit.link
+        response = self.web.render(
+            page,
+            template,
+            link=link,
+            base=visit.base,
+            accepts=link.accepts_uploads(),
+            downloads_left=(
+                None if link.max_downloads is None else link.max_downloads - link.downloads
+            ),
+            chunk=CHUNK_MAX,
+            size=_size,
+            **values,
+        )
+        if scripts:
+            response.headers["Content-Security-Policy"] = SCRIPT_CSP
+        return response
+
+    def _viewed(self, visit: Visit, item: Item | None, kind: str) -> None:
+        self.shares.events.emit(
+            LinkViewed(
+                **visit.context,
+                actor=visit.principal.name,
+                mailbox=visit.box.name,
+                path=item.rel if item else visit.link.path,
+                link_id=visit.link.id,
+                page=kind,
+            )
+        )
+
+    def _prompt(self, page: Page, token: str, status: int = 200, **values: Any) -> Response:
+        return self.web.render(page, "link_password.html", status, base=f"/s/{token}", **values)
+
+    def _password(self, page: Page, token: str) -> Response:
+        link = self.gate.find(token)
+        if link is None:
+            raise Gone()
+        if not link.has_password:
+            return redirect(f"/s/{token}", 303)
+        if not self.web._csrf_ok(page):
+            return self.web._bad_form(page)
+        context = _context(page)
+        refused = {**context, "actor": f"link-{link.id}", "mailbox": link.mailbox, "via": "link"}
+        try:
+            opened = self.shares.open(
+                token, page.request.form.get("password", ""), page.request.remote_addr or ""
+            )
+        except LinkNotFound:
+            raise Gone() from None
+        except Throttled as exc:
+            self.shares.events.emit(LoginRefused(**refused, outcome="throttled", status=429))
+            response = self.web._throttled(page, "link_password.html", exc, base=f"/s/{token}")
+            return response
+        except LinkPasswordRequired as exc:
+            self.shares.events.emit(LoginRefused(**refused, outcome="wrong", status=401))
+            error = page._("Wrong password.") if exc.wrong else page._("Enter the password.")
+            return self._prompt(page, token, 401, error=error)
+        page.cookies.append((self.gate.cookie_name(opened.link), self.gate.remember(opened.link)))
+        return redirect(f"/s/{token}", 303)
+
+
+def folder_name(visit: Visit, sub: str) -> str:
+    parts = [p for p in (visit.link.path + "/" + sub).split("/") if p]
+    return parts[-1] if parts else visit.link.mailbox
+
+
+def _context(page: Page) -> dict[str, Any]:
+    environ = page.request.environ
+    return {
+        "request_id": environ.get("davbox.request_id", ""),
+        "client": environ.get("REMOTE_ADDR", ""),
+    }
+
+
+def _quote(parts: list[str]) -> str:
+    return "/".join(quote(p, safe="") for p in parts if p)
+
+
+def _size(size: int) -> str:
+    return human(size) if size >= 1000 else f"{size} B"
+
+
+def _starts_at_zero(header: str | None) -> bool:
+    """True without a Range header or for one whose first range starts at byte 0."""
+    if not header:
+        return True
+    first = header.partition("=")[2].split(",")[0].strip()
+    return first.startswith("0-")
