@@ -45,6 +45,7 @@ from davbox.admin_ui.downloads import file_response, zip_response
 from davbox.admin_ui.link_access import Item, LinkGate, Visit
 from davbox.admin_ui.link_api import LinkUploadApi
 from davbox.events import AccessRefused, LinkDownloaded, LinkViewed, LoginRefused
+from davbox.links import Link
 from davbox.policies.base import AccessRequest, Decision, Operation
 from davbox.policies.engine import PolicyEngine
 from davbox.policies.limits import human
@@ -79,8 +80,16 @@ class Gone(Exception):
     """Answer the one 404 page of share links."""
 
 
+class PasswordDue(Exception):
+    """The link has a password and this browser has not given it (or it was forgotten)."""
+
+    def __init__(self, link: Link) -> None:
+        super().__init__("the link's password is due")
+        self.link = link
+
+
 def _link_endpoint(method: Callable[..., Response]) -> Callable[..., Response]:
-    """Answer ``Gone`` with the one 404 page; ask search engines to keep away."""
+    """Answer ``Gone`` with the one 404 page and ``PasswordDue`` with the password prompt."""
 
     @functools.wraps(method)
     def wrapper(self: LinkPages, page: Page, **args: Any) -> Response:
@@ -88,6 +97,8 @@ def _link_endpoint(method: Callable[..., Response]) -> Callable[..., Response]:
             response = method(self, page, **args)
         except Gone:
             response = self.web.render(page, "link_gone.html", 404)
+        except PasswordDue as due:
+            response = self._prompt(page, args["token"], due.link)
         response.headers.setdefault("X-Robots-Tag", "noindex, nofollow")
         return response
 
@@ -119,10 +130,11 @@ class LinkPages:
 
     # -- who is asking --------------------------------------------------------------
 
-    def visit(self, page: Page, token: str) -> Visit | None:
-        """The link of ``token`` opened for this browser; None while its password is due.
+    def visit(self, page: Page, token: str) -> Visit:
+        """The link of ``token`` opened for this browser.
 
-        Raises ``Gone`` for every token that does not lead to a usable link.
+        Raises ``Gone`` for every token that does not lead to a usable link,
+        ``PasswordDue`` while its password has not been given.
         """
         link = self.gate.find(token)
         if link is None:
@@ -131,7 +143,7 @@ class LinkPages:
             name = self.gate.cookie_name(link)
             ok, refreshed = self.gate.remembered(link, page.request.cookies.get(name))
             if not ok:
-                return None
+                raise PasswordDue(link)
             if refreshed:
                 page.cookies.append((name, refreshed))
         box = self.shares.mailboxes_for(link)[link.mailbox]
@@ -191,8 +203,6 @@ class LinkPages:
         if page.request.method == "POST":
             return self._password(page, token)
         visit = self.visit(page, token)
-        if visit is None:
-            return self._prompt(page, token)
         item = self.gate.locate(visit.link, "")
         if item is None:
             raise Gone()
@@ -209,8 +219,6 @@ class LinkPages:
     @_link_endpoint
     def on_link_files(self, page: Page, token: str, sub: str) -> Response:
         visit = self.visit(page, token)
-        if visit is None:
-            return self._prompt(page, token)
         item = self._visible(visit, sub)
         if item.is_dir:
             return self._folder_page(page, visit, item)
@@ -220,8 +228,6 @@ class LinkPages:
     def on_link_download(self, page: Page, token: str) -> Response:
         """The file of a link to one file."""
         visit = self.visit(page, token)
-        if visit is None:
-            return self._prompt(page, token)
         item = self._visible(visit, "")
         if item.is_dir:
             raise Gone()
@@ -250,8 +256,6 @@ class LinkPages:
     @_link_endpoint
     def on_link_zip(self, page: Page, token: str, sub: str) -> Response:
         visit = self.visit(page, token)
-        if visit is None:
-            return self._prompt(page, token)
         folder = self._visible(visit, sub)
         if not folder.is_dir:
             raise Gone()
@@ -282,13 +286,18 @@ class LinkPages:
 
     @_link_endpoint
     def on_link_upload_start(self, page: Page, token: str) -> Response:
-        visit = self.visit(page, token)
-        return self.api.start(page, visit)
+        return self.api.start(page, self._api_visit(page, token))
 
     @_link_endpoint
     def on_link_upload(self, page: Page, token: str, upload_id: str) -> Response:
-        visit = self.visit(page, token)
-        return self.api.step(page, visit, upload_id)
+        return self.api.step(page, self._api_visit(page, token), upload_id)
+
+    def _api_visit(self, page: Page, token: str) -> Visit | None:
+        """The visit, or None while the password is due (the API answers 401, not a page)."""
+        try:
+            return self.visit(page, token)
+        except PasswordDue:
+            return None
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -391,7 +400,19 @@ class LinkPages:
             )
         )
 
-    def _prompt(self, page: Page, token: str, status: int = 200, **values: Any) -> Response:
+    def _prompt(
+        self, page: Page, token: str, link: Link, status: int = 200, **values: Any
+    ) -> Response:
+        self.shares.events.emit(
+            LinkViewed(
+                **_context(page),
+                actor=f"link-{link.id}",
+                mailbox=link.mailbox,
+                path=link.path,
+                link_id=link.id,
+                page="password",
+            )
+        )
         return self.web.render(page, "link_password.html", status, base=f"/s/{token}", **values)
 
     def _password(self, page: Page, token: str) -> Response:
@@ -417,7 +438,7 @@ class LinkPages:
         except LinkPasswordRequired as exc:
             self.shares.events.emit(LoginRefused(**refused, outcome="wrong", status=401))
             error = page._("Wrong password.") if exc.wrong else page._("Enter the password.")
-            return self._prompt(page, token, 401, error=error)
+            return self._prompt(page, token, link, 401, error=error)
         page.cookies.append((self.gate.cookie_name(opened.link), self.gate.remember(opened.link)))
         return redirect(f"/s/{token}", 303)
 

@@ -40,9 +40,15 @@ from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from sqlalchemy import select, update
 
 from davbox import links
+from davbox.access import MailboxAccess
 from davbox.db.models import Mailbox, ShareLink
+from davbox.events import EventBus
 from davbox.links import Link
 from davbox.passwords import hash_password
+from davbox.policies.base import Principal
+from davbox.policies.engine import PolicyEngine
+from davbox.providers.storage.filesystem import FilesystemStorage
+from davbox.uploads import ResumableUploads, UploadNotFound, UploadTarget
 from tests.davserver import DavboxServer
 from tests.test_web_login import WebClient
 
@@ -302,6 +308,7 @@ def test_password_prompt_cookie_and_what_ends_it(server):
     assert prompt.status_code == 200
     assert 'type="password"' in prompt.text and "secret.txt" not in prompt.text
     assert "See attached." not in prompt.text, "nothing of the link before the password"
+    assert re.search(rf"link-viewed .*link_id={link.id} page='password'", server_log(server))
     assert client.get(f"/s/{token}/files/secret.txt").status_code == 200
     assert "secret.txt" not in client.get(f"/s/{token}/files/secret.txt").text
 
@@ -809,3 +816,41 @@ def test_a_read_link_accepts_no_uploads(server):
     assert refused.status_code == 403
     assert refused.json()["error"] == "This link does not accept files."
     assert files_in(folder / "r") == {"a.txt": b"a"}
+
+
+def test_unfinished_uploads_are_swept_when_the_server_starts_again(make_server):
+    server = make_server("sweep", config=None)
+    _box, folder = mailbox(server, "sweepdrop")
+    _link, token = make_link(server, _box, "/", "drop")
+    client = LinkClient(server)
+    client.get(f"/s/{token}")
+    upload = client.start(f"/s/{token}", "half.bin", 1000).json()["id"]
+    assert client.api("PUT", f"/s/{token}/uploads/{upload}?offset=0", body=b"x" * 500)
+    assert [name for name in temps(server) if name.endswith(".part")], "the bytes wait in tmp/"
+    server.stop()
+    server.start()
+    assert temps(server) == [] and files_in(folder) == {}
+    client = LinkClient(server)
+    client.get(f"/s/{token}")
+    gone = client.api("GET", f"/s/{token}/uploads/{upload}")
+    assert gone.status_code == 404, "the upload must start again"
+
+
+def test_idle_uploads_are_discarded(tmp_path):
+    storage = FilesystemStorage(tmp_path / "storage")
+    box = MailboxAccess(1, "box", "key", frozenset({"dropper"}))
+    folder = storage.mailbox_dir("key")
+    uploads = ResumableUploads(storage, PolicyEngine(), EventBus([]), idle_timeout=0.2)
+    target = UploadTarget(7, Principal("link", "link-7"), box, "/", folder)
+    upload = uploads.start(target, "idle.bin", 10, "owner", {})
+    uploads.append(upload, "owner", 7, 0, [b"12345"], {})
+    assert uploads.status(upload, "owner", 7) == (5, 10)
+    with pytest.raises(UploadNotFound):
+        uploads.status(upload, "someone else", 7)
+    with pytest.raises(UploadNotFound):
+        uploads.status(upload, "owner", 8)
+    time.sleep(0.3)
+    assert uploads.expire() == 1
+    with pytest.raises(UploadNotFound):
+        uploads.append(upload, "owner", 7, 5, [b"67890"], {})
+    assert list(storage.tmp.iterdir()) == [] and list(folder.iterdir()) == []
