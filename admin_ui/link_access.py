@@ -160,7 +160,7 @@ class LinkGate:
             rel="/" + "/".join([*base, *parts]),
             sub="/".join(parts),
             fs=path,
-            name=path.name if (base or parts) else link.mailbox,
+            name=path.name if (base or parts) else "",  # a mailbox's name is not shown
             is_dir=is_dir,
             size=st.st_size if not is_dir else 0,
             modified=datetime.fromtimestamp(st.st_mtime, UTC),

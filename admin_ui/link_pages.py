@@ -76,6 +76,9 @@ SCRIPT_CSP = (
 )
 
 
+ZIP_NAME = "files"  # a zip of a mailbox's top folder (whose name is not shown)
+
+
 class Gone(Exception):
     """Answer the one 404 page of share links."""
 
@@ -276,7 +279,7 @@ class LinkPages:
                     archive=True,
                 )
             )
-        return zip_response(files, empty, f"{folder.name}.zip")
+        return zip_response(files, empty, f"{folder.name or ZIP_NAME}.zip")
 
     @_link_endpoint
     def on_link_other(self, page: Page, token: str, rest: str) -> Response:
@@ -314,7 +317,7 @@ class LinkPages:
         """Files the link may read below ``folder`` and folders left empty, by name in the zip."""
         files: list[tuple[Any, str]] = []
         empty: list[str] = []
-        top = folder.name
+        top = folder.name or ZIP_NAME
         for here, dirs, names in os.walk(folder.fs):
             sub = os.path.relpath(here, folder.fs)
             arc = top if sub == "." else f"{top}/{sub}"
@@ -341,7 +344,8 @@ class LinkPages:
             return self._refused(page, decision)
         self._viewed(visit, folder, "folder")
         base = visit.base
-        crumbs = [(visit.link.label or folder_name(visit, ""), base)]
+        top = self.gate.locate(visit.link, "")
+        crumbs = [(visit.link.label or (top.name if top else "") or page._("Shared files"), base)]
         parts = [p for p in folder.sub.split("/") if p]
         for index, part in enumerate(parts):
             crumbs.append((part, f"{base}/files/{_quote(parts[: index + 1])}/"))
@@ -441,11 +445,6 @@ class LinkPages:
             return self._prompt(page, token, link, 401, error=error)
         page.cookies.append((self.gate.cookie_name(opened.link), self.gate.remember(opened.link)))
         return redirect(f"/s/{token}", 303)
-
-
-def folder_name(visit: Visit, sub: str) -> str:
-    parts = [p for p in (visit.link.path + "/" + sub).split("/") if p]
-    return parts[-1] if parts else visit.link.mailbox
 
 
 def _context(page: Page) -> dict[str, Any]:

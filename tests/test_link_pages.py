@@ -854,3 +854,18 @@ def test_idle_uploads_are_discarded(tmp_path):
     with pytest.raises(UploadNotFound):
         uploads.append(upload, "owner", 7, 5, [b"67890"], {})
     assert list(storage.tmp.iterdir()) == [] and list(folder.iterdir()) == []
+
+
+def test_a_link_to_a_whole_mailbox_does_not_show_its_name(server):
+    box, folder = mailbox(server, "wholebox")
+    put(folder, "a.txt", b"a")
+    _link, token = make_link(server, box)
+    client = LinkClient(server)
+    page = client.get(f"/s/{token}")
+    assert page.status_code == 200 and "a.txt" in page.text
+    assert box not in page.text and "Shared files" in page.text
+    assert "Gedeelde bestanden" in client.get(f"/s/{token}?lang=nl").text
+    archive = client.get(f"/s/{token}/zip")
+    assert box not in archive.headers["Content-Disposition"]
+    with zipfile.ZipFile(io.BytesIO(archive.content)) as opened:
+        assert opened.namelist() == ["files/a.txt"]
