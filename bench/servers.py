@@ -21,6 +21,7 @@ import contextlib
 import http.client
 import os
 import pwd
+import re
 import signal
 import sqlite3
 import subprocess
@@ -192,7 +193,7 @@ class Davbox(BenchServer):
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/dav/{self.mailbox}/"
 
-    def _cli(self, *args: str, stdin: str | None = None) -> None:
+    def _cli(self, *args: str, stdin: str | None = None) -> str:
         result = subprocess.run(
             [sys.executable, "-m", "davbox", "--data-dir", str(self.data_dir), *args],
             input=stdin,
@@ -202,6 +203,7 @@ class Davbox(BenchServer):
         )
         if result.returncode != 0:
             raise ServerError(f"davbox {' '.join(args)} failed: {result.stderr.strip()}")
+        return result.stdout
 
     def setup(self) -> None:
         self.work.mkdir(parents=True, exist_ok=True)
@@ -209,6 +211,13 @@ class Davbox(BenchServer):
         self._cli("user", "add", self.creds.user, "--password-stdin", stdin=password)
         self._cli("mailbox", "create", self.mailbox)
         self._cli("mailbox", "grant", self.mailbox, self.creds.user, "member")
+        # Two-factor login is on by default, so WebDAV clients use app passwords:
+        # the benchmark does too (its account password is refused over Basic).
+        made = self._cli("app-password", "create", self.creds.user, "--label", "bench")
+        found = re.search(r"\(shown once\): (\S+)", made)
+        if found is None:
+            raise ServerError(f"davbox: no app password in {made!r}")
+        self.creds = Credentials(self.creds.user, found.group(1))
         with sqlite3.connect(self.data_dir / "davbox.db") as db:
             row = db.execute(
                 "SELECT storage_key FROM mailboxes WHERE name = ?", (self.mailbox,)
