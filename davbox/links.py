@@ -12,6 +12,8 @@ Contract:
   so every policy applies to link users as to members.
 - ``find(token)`` returns a link only while it is usable: not revoked, not
   expired, downloads not exhausted. Everything else is None, alike.
+- ``change`` changes a link's permission, password, expiry, label or note
+  under the same limits as ``create``; its token stays.
 - ``count_download`` takes one download of a limited link atomically (one
   UPDATE with the limit in its WHERE), so parallel downloads cannot exceed it.
 - Times are UTC. ``parse_when`` reads "5d", "12h", "30m", "2w" (from now) or
@@ -84,6 +86,34 @@ class Link:
         """Whether uploads are inside the link's upload window (if it has one)."""
         now = now or datetime.now(UTC)
         return self.upload_until is None or now < _aware(self.upload_until)
+
+
+@dataclass(frozen=True)
+class LinkChange:
+    """What ``change`` alters in a link; fields left at their defaults stay as they are.
+
+    ``set_password``/``set_expiry`` say whether ``password``/``expires_at``
+    apply (None then removes the password or the expiry).
+    """
+
+    permission: str | None = None
+    set_password: bool = False
+    password: str | None = None
+    set_expiry: bool = False
+    expires_at: datetime | None = None
+    label: str | None = None
+    note: str | None = None
+
+    def fields(self) -> tuple[str, ...]:
+        """The names of the fields that change (for events: never their values)."""
+        changed = [
+            ("permission", self.permission is not None),
+            ("password", self.set_password),
+            ("expiry", self.set_expiry),
+            ("label", self.label is not None),
+            ("note", self.note is not None),
+        ]
+        return tuple(name for name, yes in changed if yes)
 
 
 def _aware(value: datetime) -> datetime:
@@ -241,6 +271,43 @@ def token_of(db: Database, link_id: int) -> str:
         if row is None:
             raise LinkError(f"there is no link {link_id}")
         return _fernet(db).decrypt(row.token_sealed.encode()).decode()
+
+
+def change(db: Database, link_id: int, what: LinkChange, now: datetime | None = None) -> Link:
+    """Change a link (the caller checked who asks and the policies).
+
+    The same limits as for a new link hold: drop and write need a folder, a
+    future expiry, a strong password, label and note lengths.
+    """
+    now = now or datetime.now(UTC)
+    if what.permission is not None and what.permission not in PERMISSIONS:
+        raise LinkError(f"unknown permission {what.permission!r}; use read, drop or write")
+    if what.set_expiry and what.expires_at is not None and what.expires_at <= now:
+        raise LinkError("the expiry time has passed already")
+    if what.set_password and what.password is not None:
+        try:
+            validate_new_password(what.password)
+        except ValueError as exc:
+            raise LinkError(f"link password: {exc}") from None
+    if len(what.label or "") > 256 or len(what.note or "") > 4000:
+        raise LinkError("the label is limited to 256 characters, the note to 4000")
+    with db.session() as session:
+        row = session.get(ShareLink, link_id)
+        if row is None:
+            raise LinkError(f"there is no link {link_id}")
+        if what.permission is not None:
+            if what.permission in ("drop", "write") and not row.is_folder:
+                raise LinkError(f"a {what.permission} link needs a folder, not a file")
+            row.permission = what.permission
+        if what.set_password:
+            row.password_hash = hash_password(what.password) if what.password else None
+        if what.set_expiry:
+            row.expires_at = what.expires_at
+        if what.label is not None:
+            row.label = what.label
+        if what.note is not None:
+            row.note = what.note
+    return get(db, link_id)
 
 
 def revoke(db: Database, link_id: int) -> Link:

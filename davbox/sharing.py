@@ -6,7 +6,19 @@ Contract:
   share right of their mailbox role; ``creator=None`` is an administrator at
   the command line) and that no ``links`` policy refuses (password required,
   longest expiry, allowed permissions); then stores it and emits
-  ``LinkCreated``. Refusals raise ``LinkError`` with the reason.
+  ``LinkCreated``. Refusals raise ``LinkError`` with the reason: its
+  subclasses ``LinkRefused`` (the share right or a policy said no; ``status``
+  as the policy decided, 403 mostly) and ``TargetNotFound`` (no such mailbox
+  for the creator, or nothing at the path). The share right is judged before
+  the path is looked at, so a caller without it (a dropper) learns nothing
+  about which names exist.
+- ``update(actor, link_id, change)`` changes a link's permission, password,
+  expiry, label or note; the changed link must pass the same checks as a new
+  one (share right, ``links`` policies), then ``LinkChanged`` is emitted
+  naming the fields that changed (never their values).
+- ``revoke`` and ``update`` act for the link's creator, a manager of its
+  mailbox, or an administrator (``actor=None``); for anyone else the link does
+  not exist.
 - ``open(token, password, address)`` returns an ``Opened`` link, or raises
   ``LinkNotFound`` (unknown, revoked, expired and exhausted tokens alike: the
   callers answer all with the same 404), ``LinkPasswordRequired`` (no or a
@@ -34,7 +46,7 @@ from davbox.access import AccessService, MailboxAccess, Throttled
 from davbox.db import Database
 from davbox.db.models import Mailbox
 from davbox.events import Event, EventBus
-from davbox.links import Link, LinkError
+from davbox.links import Link, LinkChange, LinkError
 from davbox.policies.base import LinkRequest, Principal
 from davbox.policies.engine import PolicyEngine
 from davbox.providers.storage.filesystem import FilesystemStorage
@@ -53,6 +65,18 @@ class LinkPasswordRequired(Exception):
         self.wrong = wrong
 
 
+class LinkRefused(LinkError):
+    """The share right or a ``links`` policy refused; ``status`` is the decision's."""
+
+    def __init__(self, reason: str, status: int = 403) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+class TargetNotFound(LinkError):
+    """The creator has no such mailbox, or nothing is at the path."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class LinkCreated(Event):
     kind = "link-created"  # type: ignore[misc]
@@ -66,6 +90,17 @@ class LinkRevoked(Event):
     kind = "link-revoked"  # type: ignore[misc]
 
     link_id: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinkChanged(Event):
+    """A link's settings changed: ``changed`` names the fields, never their values."""
+
+    kind = "link-changed"  # type: ignore[misc]
+
+    link_id: int
+    changed: tuple[str, ...]
+    permission: str
 
 
 @dataclass(frozen=True)
@@ -112,21 +147,9 @@ class ShareService:
         now = datetime.now(UTC)
         mailbox, path = split_target(target)
         box = self._mailbox(creator, mailbox)
-        is_folder = self._kind_of(box, path)
         principal = creator or Principal("admin", "admin")
-        decision = self.engine.check_link(
-            LinkRequest(
-                principal,
-                box.name,
-                path,
-                box.roles,
-                permission,
-                has_password=password is not None,
-                expires_in=expires_at - now if expires_at else None,
-            )
-        )
-        if not decision.allowed:
-            raise LinkError(decision.reason)
+        self._check(principal, box, path, permission, password is not None, expires_at, now)
+        is_folder = self._kind_of(box, path)
         link, token = links.create(
             self.db,
             mailbox=box.name,
@@ -157,10 +180,8 @@ class ShareService:
     def revoke(self, actor: Principal | None, link_id: int, client: str = "") -> Link:
         """Revoke a link (its creator, a manager of its mailbox, or an administrator)."""
         link = links.get(self.db, link_id)
-        if actor is not None and link.created_by != actor.name:
-            roles = self.access.mailboxes_for(actor).get(link.mailbox)
-            if roles is None or "manager" not in roles.roles:
-                raise LinkError(f"there is no link {link_id}")
+        if not self.may_manage(actor, link):
+            raise LinkError(f"there is no link {link_id}")
         link = links.revoke(self.db, link_id)
         self.events.emit(
             LinkRevoked(
@@ -173,16 +194,80 @@ class ShareService:
         )
         return link
 
+    def update(
+        self, actor: Principal | None, link_id: int, change: LinkChange, client: str = ""
+    ) -> Link:
+        """Change a usable link; it must then pass the checks a new link would."""
+        now = datetime.now(UTC)
+        link = links.get(self.db, link_id)
+        if link.state(now) != "active" or not self.may_manage(actor, link):
+            raise LinkError(f"there is no link {link_id}")
+        box = self._mailbox(actor, link.mailbox)
+        self._check(
+            actor or Principal("admin", "admin"),
+            box,
+            link.path,
+            change.permission or link.permission,
+            change.password is not None if change.set_password else link.has_password,
+            change.expires_at if change.set_expiry else link.expires_at,
+            now,
+        )
+        link = links.change(self.db, link_id, change, now)
+        self.events.emit(
+            LinkChanged(
+                actor=actor.name if actor else "admin",
+                client=client,
+                mailbox=link.mailbox,
+                path=link.path,
+                link_id=link.id,
+                changed=change.fields(),
+                permission=link.permission,
+            )
+        )
+        return link
+
+    def may_manage(self, actor: Principal | None, link: Link) -> bool:
+        """Whether ``actor`` may see, change and revoke ``link`` (``None``: an administrator)."""
+        if actor is None or link.created_by == actor.name:
+            return True
+        box = self.access.mailboxes_for(actor).get(link.mailbox)
+        return box is not None and "manager" in box.roles
+
+    def _check(
+        self,
+        principal: Principal,
+        box: MailboxAccess,
+        path: str,
+        permission: str,
+        has_password: bool,
+        expires_at: datetime | None,
+        now: datetime,
+    ) -> None:
+        """The share right and the ``links`` policies; raise ``LinkRefused``."""
+        decision = self.engine.check_link(
+            LinkRequest(
+                principal,
+                box.name,
+                path,
+                box.roles,
+                permission,
+                has_password=has_password,
+                expires_in=expires_at - now if expires_at else None,
+            )
+        )
+        if not decision.allowed:
+            raise LinkRefused(decision.reason, decision.status)
+
     def _mailbox(self, creator: Principal | None, name: str) -> MailboxAccess:
         if creator is not None:
             box = self.access.mailboxes_for(creator).get(name)
             if box is None:
-                raise LinkError(f"you have no mailbox {name!r}")
+                raise TargetNotFound(f"you have no mailbox {name!r}")
             return box
         with self.db.session() as session:
             row = session.execute(select(Mailbox).where(Mailbox.name == name)).scalar_one_or_none()
             if row is None:
-                raise LinkError(f"there is no mailbox {name!r}")
+                raise TargetNotFound(f"there is no mailbox {name!r}")
             return MailboxAccess(row.id, row.name, row.storage_key, frozenset())
 
     def _kind_of(self, box: MailboxAccess, path: str) -> bool:
@@ -196,7 +281,7 @@ class ShareService:
             return True
         if st is not None and stat.S_ISREG(st.st_mode):
             return False
-        raise LinkError(f"there is no file or folder {path!r} in mailbox {box.name!r}")
+        raise TargetNotFound(f"there is no file or folder {path!r} in mailbox {box.name!r}")
 
     # -- using links ----------------------------------------------------------
 
