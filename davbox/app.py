@@ -31,6 +31,7 @@ from davbox.dav.provider import MailboxProvider
 from davbox.db import Database
 from davbox.dispatcher import DAV_PREFIX, Dispatcher
 from davbox.events import EventBus
+from davbox.ocs import OcsApp
 from davbox.paths import database_url, storage_root
 from davbox.policies.engine import PolicyEngine
 from davbox.policies.registry import build_policies
@@ -161,5 +162,9 @@ class Runtime:
             ),
         )
         return Dispatcher(
-            authenticated, pages, link_dav=link_dav, access_log=self.settings.logging.access_log
+            authenticated,
+            pages,
+            link_dav=link_dav,
+            ocs=OcsApp(self.shares, self.access, self.settings, self.events),
+            access_log=self.settings.logging.access_log,
         )

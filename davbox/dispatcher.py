@@ -8,7 +8,8 @@ Contract:
   (Windows probes the server root before mapping a drive).
 - ``/dav/...`` goes to the WebDAV app with ``SCRIPT_NAME=/dav``; share links
   over WebDAV (``/s/<token>/dav/...``, ``/public.php/webdav/...``) to the link
-  WebDAV app (``davbox.dav.links``); everything else to the web pages
+  WebDAV app (``davbox.dav.links``); ``/ocs/...`` to the OCS share API
+  (``davbox.ocs``); everything else to the web pages
   (``davbox.admin_ui.web``), which answer 404 for what they do not know.
 - Only PUT may carry a body over 1 MiB (WsgiDAV parses the others in memory): 413.
 - Reason phrases are always the standard ones (WsgiDAV says "Status" for some).
@@ -45,11 +46,18 @@ _LINK_TOKEN = re.compile(r"/s/[^/]+")
 
 class Dispatcher:
     def __init__(
-        self, dav_app: App, web_app: App, *, link_dav: App | None = None, access_log: bool = True
+        self,
+        dav_app: App,
+        web_app: App,
+        *,
+        link_dav: App | None = None,
+        ocs: App | None = None,
+        access_log: bool = True,
     ) -> None:
         self.dav_app = dav_app
         self.web_app = web_app
         self.link_dav = link_dav
+        self.ocs = ocs
         self.access_log = access_log
 
     def __call__(
@@ -138,6 +146,8 @@ class Dispatcher:
             return self.dav_app(environ, start_response)
         if self.link_dav is not None and is_link_path(path):
             return self.link_dav(environ, start_response)
+        if self.ocs is not None and path.startswith("/ocs/"):
+            return self.ocs(environ, start_response)
         return self.web_app(environ, start_response)
 
 
