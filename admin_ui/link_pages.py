@@ -44,7 +44,13 @@ from davbox.access import Throttled
 from davbox.admin_ui.downloads import file_response, zip_response
 from davbox.admin_ui.link_access import Item, LinkGate, Visit
 from davbox.admin_ui.link_api import LinkUploadApi
-from davbox.events import AccessRefused, LinkDownloaded, LinkViewed, LoginRefused
+from davbox.events import (
+    MAX_USER_AGENT,
+    AccessRefused,
+    LinkDownloaded,
+    LinkViewed,
+    LoginRefused,
+)
 from davbox.links import Link
 from davbox.policies.base import AccessRequest, Decision, Operation
 from davbox.policies.engine import PolicyEngine
@@ -150,7 +156,7 @@ class LinkPages:
             if refreshed:
                 page.cookies.append((name, refreshed))
         box = self.shares.mailboxes_for(link)[link.mailbox]
-        context = _context(page)
+        context = _context(page, link)
         return Visit(token, link, self.shares.principal_for(link), box, context)
 
     def judge(self, visit: Visit, rel: str, op: Operation) -> Decision:
@@ -409,7 +415,7 @@ class LinkPages:
     ) -> Response:
         self.shares.events.emit(
             LinkViewed(
-                **_context(page),
+                **_context(page, link),
                 actor=f"link-{link.id}",
                 mailbox=link.mailbox,
                 path=link.path,
@@ -427,7 +433,7 @@ class LinkPages:
             return redirect(f"/s/{token}", 303)
         if not self.web._csrf_ok(page):
             return self.web._bad_form(page)
-        context = _context(page)
+        context = _context(page, link)
         refused = {**context, "actor": f"link-{link.id}", "mailbox": link.mailbox, "via": "link"}
         try:
             opened = self.shares.open(
@@ -447,11 +453,15 @@ class LinkPages:
         return redirect(f"/s/{token}", 303)
 
 
-def _context(page: Page) -> dict[str, Any]:
+def _context(page: Page, link: Link) -> dict[str, Any]:
+    """Event fields of a request through ``link`` (its actor name is added by the caller)."""
     environ = page.request.environ
     return {
         "request_id": environ.get("davbox.request_id", ""),
+        "actor_kind": "link",
+        "credential_id": link.id,
         "client": environ.get("REMOTE_ADDR", ""),
+        "user_agent": environ.get("HTTP_USER_AGENT", "")[:MAX_USER_AGENT],
     }
 
 

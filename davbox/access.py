@@ -154,6 +154,7 @@ class AccessService:
                 scope=grant.mailboxes,
                 read_only=grant.read_only,
                 second_factor=True,
+                credential_id=grant.id,
             )
             self._remember(key, principal, generation)
             if self.throttle is not None:

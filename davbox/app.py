@@ -20,8 +20,10 @@ from davbox.access import AccessService
 from davbox.admin_ui.link_access import LinkGate
 from davbox.admin_ui.link_pages import LinkPages
 from davbox.admin_ui.web import WebApp
+from davbox.audit import AuditSink, AuditStore
 from davbox.config import Settings
 from davbox.config.schema import LdapProviderSettings
+from davbox.dav.audit import AuditMiddleware
 from davbox.dav.authn import BasicAuthMiddleware
 from davbox.dav.errors import DavErrorMiddleware, install_response_pages
 from davbox.dav.links import LinkDavMiddleware
@@ -30,7 +32,7 @@ from davbox.dav.props import SqlPropertyManager
 from davbox.dav.provider import MailboxProvider
 from davbox.db import Database
 from davbox.dispatcher import DAV_PREFIX, Dispatcher
-from davbox.events import EventBus
+from davbox.events import EventBus, LogSink
 from davbox.ocs import OcsApp
 from davbox.paths import database_url, storage_root
 from davbox.policies.engine import PolicyEngine
@@ -66,6 +68,7 @@ class Runtime:
     engine: PolicyEngine
     events: EventBus
     shares: ShareService
+    audit: AuditStore | None = None
 
     @classmethod
     def create(cls, settings: Settings, data_dir: Path, config_path: Path | None = None) -> Runtime:
@@ -99,9 +102,12 @@ class Runtime:
         )
         policies, _ = build_policies(settings.policies, {}, str(config_path or "defaults"))
         engine = PolicyEngine(policies, members_may_share=settings.links.members_may_share)
-        events = EventBus()
+        audit = AuditStore(db)
+        # The audit sink first: if it cannot write, emit raises before anything
+        # else has heard of the event, and the operation is refused.
+        events = EventBus([AuditSink(audit), LogSink()])
         shares = ShareService(db, storage, engine, access, events)
-        return cls(settings, data_dir, db, storage, access, sessions, engine, events, shares)
+        return cls(settings, data_dir, db, storage, access, sessions, engine, events, shares, audit)
 
     def dav_config(
         self,
@@ -138,7 +144,9 @@ class Runtime:
         locks, props = SqlLockStorage(self.db), SqlPropertyManager(self.db)
         dav = WsgiDAVApp(self.dav_config(DAV_PREFIX, locks, props))
         realm = self.settings.auth.realm
-        authenticated = BasicAuthMiddleware(dav, self.access, realm, self.events)
+        authenticated = BasicAuthMiddleware(
+            AuditMiddleware(dav, self.events, self.audit), self.access, realm, self.events
+        )
         link_config = self.dav_config(None, locks, props)
         link_config["lock_storage"] = False  # it uses the member app's lock manager:
         link_app = WsgiDAVApp(link_config)
@@ -147,7 +155,9 @@ class Runtime:
         link_app.lock_manager = dav.lock_manager
         for share_provider in link_app.provider_map.values():
             share_provider.set_lock_manager(dav.lock_manager)
-        link_dav = LinkDavMiddleware(link_app, self.shares, self.events, realm)
+        link_dav = LinkDavMiddleware(
+            AuditMiddleware(link_app, self.events, self.audit), self.shares, self.events, realm
+        )
         pages = WebApp(
             self.db,
             self.access,
@@ -167,4 +177,5 @@ class Runtime:
             link_dav=link_dav,
             ocs=OcsApp(self.shares, self.access, self.settings, self.events),
             access_log=self.settings.logging.access_log,
+            trusted_proxies=list(self.settings.server.trusted_proxies),
         )

@@ -54,6 +54,7 @@ class Grant:
     name: str
     mailboxes: frozenset[str] | None
     read_only: bool
+    id: int = 0  # the app password's id (audit records name it, never the password)
 
 
 def generate() -> str:
@@ -148,4 +149,4 @@ def verify(db: Database, secret: bytes, username: str, password: str, address: s
         row.last_used_at = utcnow()
         row.last_used_from = address[:64] or None
         scope = frozenset(filter(None, row.mailboxes.split("\n"))) or None
-        return Grant(user.id, user.name, scope, row.read_only)
+        return Grant(user.id, user.name, scope, row.read_only, row.id)

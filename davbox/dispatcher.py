@@ -1,6 +1,8 @@
 """The one place that maps URL prefixes to apps, and the outermost safety net.
 
 Contract:
+- Behind a trusted proxy (``server.trusted_proxies``) ``REMOTE_ADDR`` is first
+  set to the forwarded client address (``davbox.proxies``).
 - Request paths must be UTF-8 without control characters (else 400); they and
   the Destination header are normalised to Unicode NFC before any app sees
   them, so NFD names from macOS and NFC names from Windows address one file.
@@ -32,6 +34,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from davbox.dav.links import is_link_path
 from davbox.http import plain_response, status_line
+from davbox.proxies import ClientAddress
 
 _log = logging.getLogger("davbox.access")
 _err = logging.getLogger("davbox.errors")
@@ -53,7 +56,9 @@ class Dispatcher:
         link_dav: App | None = None,
         ocs: App | None = None,
         access_log: bool = True,
+        trusted_proxies: list[str] | None = None,
     ) -> None:
+        self.client_address = ClientAddress(trusted_proxies or [])
         self.dav_app = dav_app
         self.web_app = web_app
         self.link_dav = link_dav
@@ -66,6 +71,7 @@ class Dispatcher:
         started = time.monotonic()
         outcome: dict[str, Any] = {"status": "-"}
         environ["davbox.request_id"] = secrets.token_hex(8)
+        self.client_address.apply(environ)
 
         def recording_start_response(
             status: str, headers: list[tuple[str, str]], exc_info: Any = None

@@ -1,8 +1,13 @@
 """Typed events: what happened, told after the fact to sinks (audit, notifications, logs).
 
 Contract:
-- Every event is a frozen dataclass with UTC time, request id, actor, client
-  address, mailbox and path; subclasses add what is particular to them.
+- Every event is a frozen dataclass with UTC time, request id, actor (a name;
+  ``actor_kind`` "user", "app-password", "link" or "admin" and, for app
+  passwords and links, ``credential_id``), client address (``REMOTE_ADDR``,
+  or the forwarded one behind a trusted proxy: see ``davbox.proxies``), user
+  agent, mailbox, path and the HTTP status the request got (None where there
+  is no HTTP request, e.g. the command line); subclasses add what is
+  particular to them. Events never carry passwords, tokens or file content.
 - ``EventBus.emit`` hands the event to every sink in order. A sink that
   raises makes ``emit`` raise (the caller refuses the operation: fail closed);
   sinks are configured, never discovered.
@@ -13,10 +18,16 @@ Contract:
 
 from __future__ import annotations
 
+import inspect
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+if TYPE_CHECKING:
+    from davbox.policies.base import Principal
+
+MAX_USER_AGENT = 256  # characters of User-Agent kept (clients send what they like)
 
 
 def _now() -> datetime:
@@ -29,9 +40,13 @@ class Event:
 
     request_id: str = ""
     actor: str = ""
+    actor_kind: str = ""
+    credential_id: int | None = None
     client: str = ""
+    user_agent: str = ""
     mailbox: str = ""
     path: str = ""
+    status: int | None = None
     time: datetime = field(default_factory=_now)
 
     def fields(self) -> dict[str, Any]:
@@ -108,6 +123,97 @@ class LinkUploaded(Event):
     sha256: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class Uploaded(Event):
+    """A WebDAV PUT: ``path`` is where the file is stored, ``requested`` the path asked
+    for when that name was taken (create-only callers get "name (2).ext").
+
+    ``status`` 201 (new) or 204 (``replaced`` a file) once stored; any other
+    status is an upload that stored nothing (``size``: bytes received).
+    ``sha256`` is computed while the bytes stream in.
+    """
+
+    kind: ClassVar[str] = "upload"
+
+    size: int = 0
+    sha256: str = ""
+    duration_ms: int = 0
+    replaced: bool = False
+    requested: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Downloaded(Event):
+    """A WebDAV GET of a file: ``size`` is the bytes actually sent.
+
+    ``range`` is the Content-Range of a partial (206) answer, "" for the whole
+    file; ``complete`` is False when the client went away before the end.
+    """
+
+    kind: ClassVar[str] = "download"
+
+    size: int = 0
+    range: str = ""
+    complete: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class Deleted(Event):
+    """A WebDAV DELETE of a file or a folder with everything in it."""
+
+    kind: ClassVar[str] = "delete"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Moved(Event):
+    """A WebDAV MOVE from ``mailbox``/``path`` to ``to_mailbox``/``to_path``."""
+
+    kind: ClassVar[str] = "move"
+
+    to_mailbox: str = ""
+    to_path: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Copied(Event):
+    """A WebDAV COPY from ``mailbox``/``path`` to ``to_mailbox``/``to_path``."""
+
+    kind: ClassVar[str] = "copy"
+
+    to_mailbox: str = ""
+    to_path: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class FolderCreated(Event):
+    """A WebDAV MKCOL."""
+
+    kind: ClassVar[str] = "mkcol"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Locked(Event):
+    """A WebDAV LOCK (a new lock, or ``refresh`` of one held)."""
+
+    kind: ClassVar[str] = "lock"
+
+    refresh: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Unlocked(Event):
+    """A WebDAV UNLOCK."""
+
+    kind: ClassVar[str] = "unlock"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PropertiesChanged(Event):
+    """A WebDAV PROPPATCH (dead properties; their names and values are not recorded)."""
+
+    kind: ClassVar[str] = "proppatch"
+
+
 class Sink(Protocol):
     def handle(self, event: Event) -> None: ...
 
@@ -119,8 +225,22 @@ class LogSink:
         self.log = logging.getLogger("davbox.events")
 
     def handle(self, event: Event) -> None:
-        details = " ".join(f"{k}={v!r}" for k, v in event.fields().items() if v not in ("", None))
+        values = event.fields()
+        details = " ".join(
+            f"{k}={values[k]!r}" for k in _log_order(type(event)) if values[k] not in ("", None)
+        )
         self.log.info("%s %s", event.kind, details)
+
+
+def _log_order(cls: type[Event]) -> list[str]:
+    """Common fields first, then the event's own in the order its class declares them
+    (a class that declares ``status`` itself shows it among its own fields)."""
+    own: list[str] = []
+    for klass in reversed(cls.__mro__):
+        if klass is not Event and isinstance(klass, type) and issubclass(klass, Event):
+            own += [n for n in inspect.get_annotations(klass) if n != "kind"]
+    common = [f.name for f in fields(Event) if f.name not in own and f.name != "time"]
+    return common + list(dict.fromkeys(own))
 
 
 class EventBus:
@@ -132,10 +252,35 @@ class EventBus:
             sink.handle(event)
 
 
+def actor_details(principal: Principal | None) -> dict[str, Any]:
+    """``actor``, ``actor_kind`` and ``credential_id`` for a principal (None: nobody yet)."""
+    if principal is None:
+        return {"actor": "", "actor_kind": "", "credential_id": None}
+    if principal.kind == "link":
+        number = principal.name.removeprefix("link-")
+        credential = int(number) if number.isdigit() else None
+        return {"actor": principal.name, "actor_kind": "link", "credential_id": credential}
+    if principal.kind == "user" and principal.credential_id is not None:
+        return {
+            "actor": principal.name,
+            "actor_kind": "app-password",
+            "credential_id": principal.credential_id,
+        }
+    return {"actor": principal.name, "actor_kind": principal.kind, "credential_id": None}
+
+
 def request_context(environ: dict[str, Any]) -> dict[str, Any]:
-    """The event fields a WSGI request supplies (request id, actor, client address)."""
+    """The event fields a WSGI request supplies: request id, actor, client address, user agent.
+
+    ``REMOTE_ADDR`` is the client's address: the dispatcher has already put
+    the forwarded address there when the request came through a trusted proxy.
+    """
+    context = actor_details(environ.get("davbox.principal"))
+    if not context["actor"]:
+        context["actor"] = environ.get("wsgidav.auth.user_name", "")
     return {
         "request_id": environ.get("davbox.request_id", ""),
-        "actor": environ.get("wsgidav.auth.user_name", ""),
+        **context,
         "client": environ.get("REMOTE_ADDR", ""),
+        "user_agent": environ.get("HTTP_USER_AGENT", "")[:MAX_USER_AGENT],
     }

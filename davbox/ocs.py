@@ -80,7 +80,7 @@ from davbox.access import AccessService, AppPasswordRequired, Throttled
 from davbox.cli.share import base_url
 from davbox.config import Settings
 from davbox.dav.authn import UNAVAILABLE, WRONG
-from davbox.events import EventBus, LoginRefused
+from davbox.events import EventBus, LoginRefused, request_context
 from davbox.http import close_if_body_unread, status_line
 from davbox.links import Link, LinkChange, LinkError
 from davbox.policies.base import Principal
@@ -187,7 +187,9 @@ class OcsApp:
             return [self._share(self._visible(principal, share_id), environ)]
         if method == "DELETE":
             link = self._changeable(principal, share_id)
-            self._service_call(lambda: self.shares.revoke(principal, link.id, address))
+            self._service_call(
+                lambda: self.shares.revoke(principal, link.id, address, request_context(environ))
+            )
             return []
         if method == "PUT":
             params.update(_body(request, environ))
@@ -195,7 +197,9 @@ class OcsApp:
             change = _change(params, link)
             if change.fields():
                 link = self._service_call(
-                    lambda: self.shares.update(principal, link.id, change, address)
+                    lambda: self.shares.update(
+                        principal, link.id, change, address, request_context(environ)
+                    )
                 )
             return self._share(link, environ)
         raise OcsError(
@@ -262,6 +266,7 @@ class OcsApp:
                 label=params.get("label", params.get("name", "")),
                 note=params.get("note", ""),
                 client=address,
+                request=request_context(environ),
             )
         except LinkRefused as exc:
             raise OcsError(exc.status, str(exc)) from None
@@ -364,11 +369,10 @@ class OcsApp:
         return principal
 
     def _emit(self, environ: dict[str, Any], username: str, outcome: str, status: int) -> None:
+        context = {**request_context(environ), "actor": username}
         self.events.emit(
             LoginRefused(
-                request_id=environ.get("davbox.request_id", ""),
-                actor=username,
-                client=environ.get("REMOTE_ADDR", ""),
+                **context,
                 outcome=outcome,
                 status=status,
                 via="ocs",

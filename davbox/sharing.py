@@ -19,6 +19,10 @@ Contract:
 - ``revoke`` and ``update`` act for the link's creator, a manager of its
   mailbox, or an administrator (``actor=None``); for anyone else the link does
   not exist.
+- Every change is an event with the actor (``actor_details``) and, when
+  ``request`` (``request_context`` of the HTTP request) is given, its request
+  id, client address and user agent; a refusal by the share right or a
+  ``links`` policy is an ``AccessRefused`` event (operation "share").
 - ``open(token, password, address)`` returns an ``Opened`` link, or raises
   ``LinkNotFound`` (unknown, revoked, expired and exhausted tokens alike: the
   callers answer all with the same 404), ``LinkPasswordRequired`` (no or a
@@ -38,6 +42,7 @@ import stat
 import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 
@@ -45,9 +50,9 @@ from davbox import links
 from davbox.access import AccessService, MailboxAccess, Throttled
 from davbox.db import Database
 from davbox.db.models import Mailbox
-from davbox.events import Event, EventBus
+from davbox.events import AccessRefused, Event, EventBus, actor_details
 from davbox.links import Link, LinkChange, LinkError
-from davbox.policies.base import LinkRequest, Principal
+from davbox.policies.base import LinkRequest, Operation, Principal
 from davbox.policies.engine import PolicyEngine
 from davbox.providers.storage.filesystem import FilesystemStorage
 from davbox.throttle import LoginThrottle
@@ -142,13 +147,17 @@ class ShareService:
         label: str = "",
         note: str = "",
         client: str = "",
+        request: dict[str, Any] | None = None,
     ) -> tuple[Link, str]:
         """Make a link to ``MAILBOX/PATH``; return it and its token (shown once)."""
         now = datetime.now(UTC)
         mailbox, path = split_target(target)
         box = self._mailbox(creator, mailbox)
         principal = creator or Principal("admin", "admin")
-        self._check(principal, box, path, permission, password is not None, expires_at, now)
+        context = _context(principal, client, request)
+        self._check(
+            principal, box, path, permission, password is not None, expires_at, now, context
+        )
         is_folder = self._kind_of(box, path)
         link, token = links.create(
             self.db,
@@ -167,8 +176,7 @@ class ShareService:
         )
         self.events.emit(
             LinkCreated(
-                actor=principal.name,
-                client=client,
+                **context,
                 mailbox=box.name,
                 path=path,
                 link_id=link.id,
@@ -177,7 +185,13 @@ class ShareService:
         )
         return link, token
 
-    def revoke(self, actor: Principal | None, link_id: int, client: str = "") -> Link:
+    def revoke(
+        self,
+        actor: Principal | None,
+        link_id: int,
+        client: str = "",
+        request: dict[str, Any] | None = None,
+    ) -> Link:
         """Revoke a link (its creator, a manager of its mailbox, or an administrator)."""
         link = links.get(self.db, link_id)
         if not self.may_manage(actor, link):
@@ -185,8 +199,7 @@ class ShareService:
         link = links.revoke(self.db, link_id)
         self.events.emit(
             LinkRevoked(
-                actor=actor.name if actor else "admin",
-                client=client,
+                **_context(actor or Principal("admin", "admin"), client, request),
                 mailbox=link.mailbox,
                 path=link.path,
                 link_id=link.id,
@@ -195,7 +208,12 @@ class ShareService:
         return link
 
     def update(
-        self, actor: Principal | None, link_id: int, change: LinkChange, client: str = ""
+        self,
+        actor: Principal | None,
+        link_id: int,
+        change: LinkChange,
+        client: str = "",
+        request: dict[str, Any] | None = None,
     ) -> Link:
         """Change a usable link; it must then pass the checks a new link would."""
         now = datetime.now(UTC)
@@ -203,20 +221,22 @@ class ShareService:
         if link.state(now) != "active" or not self.may_manage(actor, link):
             raise LinkError(f"there is no link {link_id}")
         box = self._mailbox(actor, link.mailbox)
+        principal = actor or Principal("admin", "admin")
+        context = _context(principal, client, request)
         self._check(
-            actor or Principal("admin", "admin"),
+            principal,
             box,
             link.path,
             change.permission or link.permission,
             change.password is not None if change.set_password else link.has_password,
             change.expires_at if change.set_expiry else link.expires_at,
             now,
+            context,
         )
         link = links.change(self.db, link_id, change, now)
         self.events.emit(
             LinkChanged(
-                actor=actor.name if actor else "admin",
-                client=client,
+                **context,
                 mailbox=link.mailbox,
                 path=link.path,
                 link_id=link.id,
@@ -242,8 +262,9 @@ class ShareService:
         has_password: bool,
         expires_at: datetime | None,
         now: datetime,
+        context: dict[str, Any],
     ) -> None:
-        """The share right and the ``links`` policies; raise ``LinkRefused``."""
+        """The share right and the ``links`` policies; raise ``LinkRefused`` (an event too)."""
         decision = self.engine.check_link(
             LinkRequest(
                 principal,
@@ -256,6 +277,17 @@ class ShareService:
             )
         )
         if not decision.allowed:
+            self.events.emit(
+                AccessRefused(
+                    **context,
+                    mailbox=box.name,
+                    path=path,
+                    operation=Operation.SHARE.value,
+                    status=decision.status,
+                    rule=decision.rule,
+                    reason=decision.reason,
+                )
+            )
             raise LinkRefused(decision.reason, decision.status)
 
     def _mailbox(self, creator: Principal | None, name: str) -> MailboxAccess:
@@ -327,6 +359,17 @@ class ShareService:
     def mailboxes_for(link: Link) -> dict[str, MailboxAccess]:
         role = frozenset({link.role})
         return {link.mailbox: MailboxAccess(link.mailbox_id, link.mailbox, link.storage_key, role)}
+
+
+def _context(principal: Principal, client: str, request: dict[str, Any] | None) -> dict[str, Any]:
+    """Event fields for a link change: the principal as actor, the request's id and client."""
+    request = request or {}
+    return {
+        "request_id": request.get("request_id", ""),
+        "client": request.get("client", client),
+        "user_agent": request.get("user_agent", ""),
+        **actor_details(principal),
+    }
 
 
 def split_target(target: str) -> tuple[str, str]:

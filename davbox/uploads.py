@@ -23,7 +23,9 @@ Contract:
   under the mailbox's commit lock: fsync, linked in under the wanted name or,
   when taken, "name (2).ext" (never replacing a file), usage refreshed. It
   returns a ``Receipt`` (name as uploaded, size, SHA-256 computed while the
-  bytes streamed) and emits ``LinkUploaded``. Refusals emit ``AccessRefused``
+  bytes streamed) and emits ``LinkUploaded`` before the lock is released and
+  the client answered; if that emit fails (the audit trail cannot write),
+  the file is taken away again and the answer is 503. Refusals emit ``AccessRefused``
   (actor ``link-<id>``) and discard the upload. ``context`` is the event
   fields of the request (``request_id``, ``client``).
 - An upload belongs to its ``owner`` (an opaque string, the page's CSRF
@@ -51,7 +53,9 @@ from typing import Any, NoReturn
 from wsgidav.dav_error import DAVError
 
 from davbox.access import MailboxAccess
+from davbox.audit import AuditUnavailable
 from davbox.dav.provider import MAX_PATH_BYTES, MailboxProvider
+from davbox.dav.resources import UPLOAD_NOT_RECORDED
 from davbox.events import AccessRefused, EventBus, LinkUploaded
 from davbox.policies.base import AccessRequest, Decision, Operation, Principal
 from davbox.policies.engine import PolicyEngine
@@ -255,24 +259,32 @@ class ResumableUploads:
                 except (StorageFull, LengthMismatch, OSError) as exc:
                     self._drop(upload)
                     raise _storage_refusal(exc) from exc
-                self.storage.usage_changed(target.box.storage_key)
+                stored = upload.writer.target.name
+                digest = upload.hash.hexdigest()
+                try:
+                    # Recorded before anyone is told: without its record the file goes.
+                    self.events.emit(
+                        LinkUploaded(
+                            **context,
+                            actor=target.principal.name,
+                            mailbox=target.box.name,
+                            path=target.folder_rel.rstrip("/") + "/" + stored,
+                            status=201,
+                            link_id=target.link_id,
+                            size=upload.size,
+                            sha256=digest,
+                        )
+                    )
+                except AuditUnavailable as exc:
+                    upload.writer.undo()
+                    self._drop(upload)
+                    raise UploadRefused(503, UPLOAD_NOT_RECORDED) from exc
+                finally:
+                    self.storage.usage_changed(target.box.storage_key)
             with self._guard:
                 self._uploads.pop(upload.id, None)
         finally:
             upload.lock.release()
-        stored = upload.writer.target.name
-        digest = upload.hash.hexdigest()
-        self.events.emit(
-            LinkUploaded(
-                **context,
-                actor=target.principal.name,
-                mailbox=target.box.name,
-                path=target.folder_rel.rstrip("/") + "/" + stored,
-                link_id=target.link_id,
-                size=upload.size,
-                sha256=digest,
-            )
-        )
         return Receipt(upload.name, upload.size, digest, stored)
 
     def discard(self, upload_id: str, owner: str, link_id: int) -> None:

@@ -65,6 +65,8 @@ class Principal:
     #: a login with a code, or by an admin), password+code, a full web login.
     #: False for an account password alone (see the ``twofactor`` policy).
     second_factor: bool = False
+    #: The app password's id when logged in with one (for the audit trail).
+    credential_id: int | None = None
 
 
 @dataclass(frozen=True)

@@ -501,10 +501,10 @@ def test_events_name_the_client_and_logs_hold_no_secrets(server):
     ocs(server, "DELETE", f"/{share['id']}")
     log = server.log_path.read_text()
     link_id = share["id"]
-    assert "link-created actor='ann' client='127.0.0.1' mailbox='strict'" in log
-    assert re.search(rf"link-revoked actor='ann' client='127.0.0.1' .*link_id={link_id}\b", log)
+    assert re.search(r"link-created .*actor='ann' .*client='127.0.0.1' .*mailbox='strict'", log)
+    assert re.search(rf"link-revoked .*actor='ann' .*client='127.0.0.1' .*link_id={link_id}\b", log)
     assert re.search(
-        rf"link-changed actor='ann' client='127.0.0.1' .*link_id={link_id} "
+        rf"link-changed .*actor='ann' .*client='127.0.0.1' .*link_id={link_id} "
         r"changed=\('password',\)",
         log,
     )

@@ -109,6 +109,6 @@ def setup_logging(level: str) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
-from davbox.cli import admin, policy, serve, share  # noqa: E402  (registers the commands)
+from davbox.cli import admin, audit, policy, serve, share  # noqa: E402  (registers the commands)
 
-__all__ = ["admin", "main", "policy", "serve", "share"]
+__all__ = ["admin", "audit", "main", "policy", "serve", "share"]

@@ -7,6 +7,7 @@ number is not an int, ``no`` is not a bool); sizes accept units (``64KiB``).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import string
 from typing import Annotated, Any, Literal
@@ -51,11 +52,25 @@ class ServerSettings(_Section):
         5, ge=0, le=600, description="seconds to finish requests at stop"
     )
     tls: TlsSettings | None = Field(None, description="serve HTTPS with this certificate")
+    trusted_proxies: list[StrictStr] = Field(
+        default_factory=list,
+        description="addresses (CIDR) of reverse proxies whose X-Forwarded-For is believed",
+    )
 
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
         parse_listen(value)
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an address or network (CIDR)") from None
         return value
 
 

@@ -33,6 +33,7 @@ from wsgidav.dav_error import (
 from wsgidav.dav_provider import DAVProvider
 
 from davbox.access import AccessService, MailboxAccess
+from davbox.dav.audit import mark_audited
 from davbox.dav.resources import (
     TOP_LEVEL_READ_ONLY,
     MailboxFile,
@@ -192,6 +193,7 @@ class MailboxProvider(DAVProvider):
         decision: Decision,
     ) -> NoReturn:
         """Emit the refusal as an event, then raise it as the client's answer."""
+        mark_audited(environ)
         self.events.emit(
             AccessRefused(
                 **request_context(environ),
@@ -210,6 +212,7 @@ class MailboxProvider(DAVProvider):
         principal: Principal = environ["davbox.principal"]
         decision = self.engine.admit(principal, box.name, box.roles)
         if not decision.allowed:
+            mark_audited(environ)
             self.events.emit(
                 AccessRefused(
                     **request_context(environ),

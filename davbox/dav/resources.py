@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import errno
 import functools
+import hashlib
 import os
 import stat
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,12 +27,16 @@ from wsgidav.dav_error import (
     HTTP_BAD_REQUEST,
     HTTP_FORBIDDEN,
     HTTP_INSUFFICIENT_STORAGE,
+    HTTP_SERVICE_UNAVAILABLE,
     DAVError,
 )
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection
 
 from davbox.access import MailboxAccess
+from davbox.audit import AuditUnavailable
+from davbox.dav.audit import mark_audited
 from davbox.dav.errors import internal_error
+from davbox.events import Uploaded, request_context
 from davbox.policies.base import Decision, Operation, UploadLimit
 from davbox.providers.storage.filesystem import AtomicWriter, LengthMismatch, StorageFull
 
@@ -39,6 +45,9 @@ if TYPE_CHECKING:
 
 
 HEAD_BYTES = 8192  # leading bytes kept for content checks
+UPLOAD_NOT_RECORDED = (
+    "the audit trail cannot record this upload, so it was not stored; try again later"
+)
 TOP_LEVEL_READ_ONLY = (
     "the top level only lists your mailboxes; put files and folders inside a mailbox"
 )
@@ -453,14 +462,25 @@ class MailboxFile(_Stored, DAVNonCollection):
         def verify(received: int, head: bytes) -> None:
             self.authorize(op, size=received, head=head, **details)
 
+        started = time.monotonic()
+
         def commit(writer: AtomicWriter) -> None:
             # The final check and the rename happen under the mailbox's commit
             # lock, and the usage figure is refreshed before it is released, so
             # uploads that each fit cannot together overrun a quota.
             with provider.storage.commit_lock(self.box.storage_key):
                 verify(writer.received, sink.head)
-                writer.commit()
-                provider.storage.usage_changed(self.box.storage_key)
+                replaced = not writer.exclusive and writer.target.is_file()
+                writer.commit(keep_previous=True)
+                try:
+                    self._record_upload(writer, sink, replaced, started)
+                except AuditUnavailable as exc:
+                    # No record, no file: the previous version (if any) returns.
+                    writer.undo()
+                    raise DAVError(HTTP_SERVICE_UNAVAILABLE, UPLOAD_NOT_RECORDED) from exc
+                finally:
+                    writer.release()
+                    provider.storage.usage_changed(self.box.storage_key)
 
         def over_limit(limit: UploadLimit) -> None:
             reason = f"{limit.reason}; nothing was stored"
@@ -469,6 +489,27 @@ class MailboxFile(_Stored, DAVNonCollection):
 
         sink = _DavSink(self._writer, limit, commit, over_limit)
         return sink
+
+    def _record_upload(
+        self, writer: AtomicWriter, sink: _DavSink, replaced: bool, started: float
+    ) -> None:
+        """Emit the upload's event (its audit record) while the file can still be taken back."""
+        stored = self.rel.rstrip("/").rpartition("/")[0] + "/" + writer.target.name
+        requested = self.environ.get("davbox.requested", ("", ""))[1]
+        mark_audited(self.environ)
+        self.provider.events.emit(
+            Uploaded(
+                **request_context(self.environ),
+                mailbox=self.box.name,
+                path=stored,
+                status=204 if replaced else 201,
+                size=writer.received,
+                sha256=sink.hash.hexdigest(),
+                duration_ms=round((time.monotonic() - started) * 1000),
+                replaced=replaced,
+                requested=requested if requested and requested != stored else "",
+            )
+        )
 
     def end_write(self, *, with_errors: bool) -> None:
         writer = self._writer
@@ -492,9 +533,10 @@ class _DavSink:
 
     Counts bytes against the policies' upload limit (refusing at limit+1, so a
     chunked body over the limit stores nothing), keeps the first bytes for
-    content checks, and on close hands the writer to ``commit`` (which asks
-    the policies once more with the real size and those bytes, then renames);
-    storage errors become DAV errors.
+    content checks, hashes everything (SHA-256, for the audit record), and on
+    close hands the writer to ``commit`` (which asks the policies once more
+    with the real size and those bytes, renames, and writes the audit
+    record); storage errors become DAV errors.
     """
 
     def __init__(
@@ -509,6 +551,7 @@ class _DavSink:
         self.commit = commit
         self.over_limit = over_limit
         self.head = b""
+        self.hash = hashlib.sha256()
 
     def write(self, data: bytes) -> int:
         limit = self.limit
@@ -516,6 +559,7 @@ class _DavSink:
             self.over_limit(limit)
         if len(self.head) < HEAD_BYTES:
             self.head += bytes(data[: HEAD_BYTES - len(self.head)])
+        self.hash.update(data)
         try:
             return self.writer.write(data)
         except StorageFull as exc:

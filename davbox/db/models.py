@@ -270,3 +270,41 @@ class Setting(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class AuditRecord(Base):
+    """One sealed audit record (davbox.audit): append-only, chained by HMAC.
+
+    ``record`` is the canonical JSON of the whole event; the other columns are
+    copies of some of its fields for querying (``audit verify`` checks that
+    they agree with it). ``hash`` seals (seq, prev_hash, record).
+    """
+
+    __tablename__ = "audit_records"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    request_id: Mapped[str] = mapped_column(String(32), index=True)
+    actor: Mapped[str] = mapped_column(String(320), index=True)
+    mailbox: Mapped[str] = mapped_column(String(128), index=True)
+    path: Mapped[str] = mapped_column(Text)
+    status: Mapped[int | None] = mapped_column(Integer)
+    record: Mapped[str] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """The end of the audit chain (one row, id 1): the last record's number and hash.
+
+    Every append updates it in the record's transaction, which serializes
+    appends (a row lock on PostgreSQL, the write lock on SQLite) and lets
+    ``audit verify`` notice records removed from the end.
+    """
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))

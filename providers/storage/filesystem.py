@@ -14,6 +14,9 @@ Guarantees:
   rename wins.
 - Disk full, quota (EDQUOT) and file-size limits (EFBIG) raise ``StorageFull``;
   a body shorter or longer than announced raises ``LengthMismatch``.
+- ``commit(keep_previous=True)`` keeps a hard link of the replaced version
+  in ``tmp/`` so that ``undo()`` can put it back (an upload whose audit
+  record cannot be written); ``release()`` drops it.
 - ``sweep_temps()`` (at start) removes temps whose writer process is gone.
 - Replacing an existing folder (MOVE/COPY with overwrite) first renames the old
   one into ``tmp/`` and removes it only after the new one is in place.
@@ -226,6 +229,7 @@ class AtomicWriter:
         self.exclusive = exclusive
         self.received = 0
         self.committed = False
+        self._previous: Path | None = None  # the replaced version, kept until release()
         self._file = open(temp, "xb", buffering=0)  # noqa: SIM115 (closed in commit/abort)
 
     def write(self, data: bytes) -> int:
@@ -247,7 +251,8 @@ class AtomicWriter:
         for chunk in chunks:  # type: ignore[attr-defined]
             self.write(chunk)
 
-    def commit(self) -> None:
+    def commit(self, *, keep_previous: bool = False) -> None:
+        """Make the file visible; ``keep_previous``: keep what it replaced for ``undo()``."""
         if self.committed:
             return
         if self.expected_length is not None and self.received != self.expected_length:
@@ -255,6 +260,9 @@ class AtomicWriter:
         try:
             os.fsync(self._file.fileno())
             self._file.close()
+            if keep_previous and not self.exclusive and self.target.is_file():
+                self._previous = self.temp.with_name(self.temp.name + ".prev")
+                os.link(self.target, self._previous)
             if self.exclusive:
                 self._link_free()
             else:
@@ -276,6 +284,28 @@ class AtomicWriter:
             self.temp.unlink()
             return
         raise FileExistsError(f"no free name for {self.target.name}")
+
+    def undo(self) -> None:
+        """Take a committed file back: the replaced version returns, a new file goes away.
+
+        For the moment between the commit and its audit record: if the record
+        cannot be written, the upload must not stay.
+        """
+        if not self.committed:
+            return
+        if self._previous is not None:
+            os.replace(self._previous, self.target)
+            self._previous = None
+        else:
+            self.target.unlink(missing_ok=True)
+        _fsync_dir(self.target.parent)
+        self.committed = False
+
+    def release(self) -> None:
+        """Forget the replaced version kept by ``commit(keep_previous=True)``."""
+        if self._previous is not None:
+            self._previous.unlink(missing_ok=True)
+            self._previous = None
 
     def close(self) -> None:
         """WsgiDAV closes the sink after the last block: that is the commit point."""
