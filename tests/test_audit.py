@@ -568,3 +568,62 @@ def test_history_of_a_file_follows_moves(server: DavboxServer) -> None:
         ("download", "/final.txt"),
     ]
     assert all(r["actor"] == "alice" and r["client"] == "127.0.0.1" for r in story)
+
+
+# -- in-process: the chain under concurrency, client addresses behind proxies ----------------
+
+
+def test_appends_from_many_threads_and_engines_form_one_chain(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from davbox.audit import AuditStore
+    from davbox.db import Database
+    from davbox.events import Deleted
+
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    first = Database(url)
+    first.upgrade()
+    second = Database(url)  # another engine: other connections, as another process has
+    stores = [AuditStore(first), AuditStore(second)]
+
+    def work(n: int) -> list[int]:
+        store = stores[n % 2]
+        return [store.append(Deleted(actor=f"t{n}", mailbox="m", path=f"/{i}")) for i in range(25)]
+
+    with ThreadPoolExecutor(8) as pool:
+        numbers = [seq for batch in pool.map(work, range(8)) for seq in batch]
+    assert sorted(numbers) == list(range(1, 201))
+    verdict = stores[0].verify()
+    assert verdict.problem is None and verdict.records == 200
+    first.dispose()
+    second.dispose()
+
+
+@pytest.mark.parametrize(
+    ("trusted", "remote", "forwarded", "client"),
+    [
+        pytest.param([], "10.0.0.1", "203.0.113.9", "10.0.0.1", id="no-proxies-configured"),
+        pytest.param(
+            ["10.0.0.0/8"], "192.0.2.5", "203.0.113.9", "192.0.2.5", id="not-from-a-proxy"
+        ),
+        pytest.param(["10.0.0.0/8"], "10.0.0.1", "203.0.113.9", "203.0.113.9", id="one-proxy"),
+        pytest.param(
+            ["10.0.0.0/8"],
+            "10.0.0.1",
+            "198.51.100.1, 203.0.113.9, 10.0.0.7",
+            "203.0.113.9",
+            id="spoofed-left-part-ignored",
+        ),
+        pytest.param(["10.0.0.0/8"], "10.0.0.1", "", "10.0.0.1", id="no-header"),
+        pytest.param(["10.0.0.0/8"], "10.0.0.1", "junk, 10.0.0.9", "10.0.0.9", id="junk-stops"),
+        pytest.param(["::1/128"], "::1", "[2001:db8::1]:4711", "2001:db8::1", id="ipv6-with-port"),
+    ],
+)
+def test_client_address_behind_trusted_proxies(
+    trusted: list[str], remote: str, forwarded: str, client: str
+) -> None:
+    from davbox.proxies import ClientAddress
+
+    environ = {"REMOTE_ADDR": remote, "HTTP_X_FORWARDED_FOR": forwarded}
+    ClientAddress(trusted).apply(environ)
+    assert environ["REMOTE_ADDR"] == client
