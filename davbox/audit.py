@@ -24,16 +24,22 @@ Contract:
   the end).
 - Failures raise ``AuditUnavailable``; ``AuditSink`` (an ``EventBus`` sink)
   lets it through, so the operation that emitted the event is refused (fail
-  closed). ``check_writable()`` tries an insert and rolls it back: callers
-  ask it before something that cannot be undone later (a download).
+  closed). Finished downloads are sealed by a writer thread in batches (see
+  ``AuditSink``). ``check_writable()`` refuses while the last write failed
+  (then it probes with an insert it rolls back): callers ask it before
+  something that cannot be undone later (a download).
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import hmac
 import json
 import logging
+import queue
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -99,42 +105,65 @@ class AuditStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.key = hmac.new(db.server_secret(), b"davbox audit chain", hashlib.sha256).digest()
+        # False after a failed write: until a probe succeeds, nothing starts that
+        # would need a record (None: not known yet, probe once).
+        self._healthy: bool | None = None
 
     # -- writing ---------------------------------------------------------------
 
     def append(self, event: Event) -> int:
         """Seal ``event`` as the next record; return its number. Raise ``AuditUnavailable``."""
-        values = canonical(event)
-        record = dumps(values)
+        return self.append_many([event])
+
+    def append_many(self, events: list[Event]) -> int:
+        """Seal ``events`` as the next records in one transaction; return the last number."""
+        records = [(event, canonical(event)) for event in events]
         try:
             with self.db.engine.begin() as conn:
                 bumped = conn.execute(
-                    update(AuditHead).where(AuditHead.id == HEAD_ID).values(seq=AuditHead.seq + 1)
+                    update(AuditHead)
+                    .where(AuditHead.id == HEAD_ID)
+                    .values(seq=AuditHead.seq + len(records))
                 )
                 if bumped.rowcount != 1:
                     raise AuditUnavailable("the audit chain head is missing")
-                seq, prev = conn.execute(
+                last, prev = conn.execute(
                     select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == HEAD_ID)
                 ).one()
-                digest = seal(self.key, seq, prev, record)
-                conn.execute(
-                    insert(AuditRecord).values(
-                        seq=seq,
-                        at=event.time.astimezone(UTC),
-                        record=record,
-                        prev_hash=prev,
-                        hash=digest,
-                        **_columns(values),
+                rows = []
+                for seq, (event, values) in enumerate(records, start=last - len(records) + 1):
+                    record = dumps(values)
+                    digest = seal(self.key, seq, prev, record)
+                    rows.append(
+                        {
+                            "seq": seq,
+                            "at": event.time.astimezone(UTC),
+                            "record": record,
+                            "prev_hash": prev,
+                            "hash": digest,
+                            **_columns(values),
+                        }
                     )
-                )
-                conn.execute(update(AuditHead).where(AuditHead.id == HEAD_ID).values(hash=digest))
+                    prev = digest
+                conn.execute(insert(AuditRecord), rows)
+                conn.execute(update(AuditHead).where(AuditHead.id == HEAD_ID).values(hash=prev))
         except SQLAlchemyError as exc:
-            _log.error("audit record not written (%s): %s", event.kind, exc)
+            self._healthy = False
+            kinds = ",".join(sorted({event.kind for event in events}))
+            _log.error("audit record not written (%s): %s", kinds, exc)
             raise AuditUnavailable(f"the audit trail cannot be written: {_short(exc)}") from exc
-        return int(seq)
+        self._healthy = True
+        return int(last)
 
     def check_writable(self) -> None:
-        """Try a record insert and roll it back; raise ``AuditUnavailable`` if it fails."""
+        """Raise ``AuditUnavailable`` if the store is known to be unwritable.
+
+        After the last write succeeded this costs nothing; after a failed write
+        (or before the first) it tries a record insert and rolls it back, so a
+        store that failed stays closed until it takes records again.
+        """
+        if self._healthy:
+            return
         try:
             with self.db.engine.connect() as conn:
                 transaction = conn.begin()
@@ -156,7 +185,9 @@ class AuditStore:
                     )
                 finally:
                     transaction.rollback()
+            self._healthy = True
         except SQLAlchemyError as exc:
+            self._healthy = False
             _log.error("audit trail not writable: %s", exc)
             raise AuditUnavailable(f"the audit trail cannot be written: {_short(exc)}") from exc
 
@@ -276,13 +307,70 @@ def history(store: AuditStore, mailbox: str, path: str) -> list[dict[str, Any]]:
 
 
 class AuditSink:
-    """The ``EventBus`` sink that seals every event; its failure fails the emit."""
+    """The ``EventBus`` sink that seals every event; its failure fails the emit.
+
+    Records of things already done that cannot be refused any more — finished
+    downloads, whose bytes are sent — go through a writer thread that seals
+    what has queued up in one transaction: a download does not wait for its
+    record, and many downloads share one commit. Everything else is written
+    before ``handle`` returns. A failed batch stays queued and is retried
+    every second (meanwhile ``check_writable`` refuses new downloads); at
+    exit the queue is written out (``close``, registered with ``atexit``).
+    """
+
+    AFTER_THE_FACT = frozenset({"download"})
 
     def __init__(self, store: AuditStore) -> None:
         self.store = store
+        self._queue: queue.SimpleQueue[Event | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._lock = threading.Lock()
 
     def handle(self, event: Event) -> None:
-        self.store.append(event)
+        if event.kind in self.AFTER_THE_FACT:
+            self._start()
+            self._queue.put(event)
+        else:
+            self.store.append(event)
+
+    def _start(self) -> None:
+        if self._writer is None:
+            with self._lock:
+                if self._writer is None:
+                    self._writer = threading.Thread(
+                        target=self._write, name="audit-writer", daemon=True
+                    )
+                    self._writer.start()
+                    atexit.register(self.close)
+
+    def _write(self) -> None:
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            batch = [first] if first is not None else []
+            stop = first is None
+            while len(batch) < 1000:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                batch.append(more)
+            while batch:
+                try:
+                    self.store.append_many(batch)
+                    batch = []
+                except AuditUnavailable:
+                    time.sleep(1)  # logged by the store; retried until it takes them
+
+    def close(self, timeout: float = 10) -> None:
+        """Write out what is queued, then stop the writer."""
+        writer = self._writer
+        if writer is not None and writer.is_alive():
+            self._queue.put(None)
+            writer.join(timeout)
 
 
 def _columns(values: dict[str, Any]) -> dict[str, Any]:
