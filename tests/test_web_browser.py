@@ -17,7 +17,7 @@ import pytest
 import requests
 import zxingcpp
 from PIL import Image
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import expect, sync_playwright
 
 from tests.davserver import PASSWORD, DavboxServer
 
@@ -78,7 +78,7 @@ def test_login_with_totp_and_an_app_password_for_webdav(browser, server, tmp_pat
     page.fill("#username", "ilse")
     page.fill("#password", PASSWORD)
     page.click("button[type=submit]")
-    assert page.url == f"{server.url}/login/code"
+    page.wait_for_url(f"{server.url}/login/code")
     cookies = {c["name"]: c for c in context.cookies()}
     half = cookies["__Host-davbox"]
     assert half["secure"] and half["httpOnly"] and half["sameSite"] == "Strict"
@@ -94,7 +94,7 @@ def test_login_with_totp_and_an_app_password_for_webdav(browser, server, tmp_pat
     used: set[str] = set()
     page.fill("#code", _fresh_code(totp, used))
     page.click("form[action='/login/code'] button")
-    assert page.url == f"{server.url}/account"
+    page.wait_for_url(f"{server.url}/account")
     assert "ilse" in page.locator("h1").inner_text()
     full = {c["name"]: c for c in context.cookies()}["__Host-davbox"]
     assert full["value"] != half["value"], "a new session id after the code step"
@@ -144,9 +144,9 @@ def test_first_login_sets_up_two_factor_with_the_qr_code(browser, server, tmp_pa
     page.fill("#username", "joost")
     page.fill("#password", PASSWORD)
     page.click("button[type=submit]")
-    assert page.url == f"{server.url}/login/setup"
+    page.wait_for_url(f"{server.url}/login/setup")
     qr = page.locator("figure.qr svg")
-    assert qr.is_visible()
+    expect(qr).to_be_visible()
     box = qr.bounding_box()
     assert box is not None and box["width"] > 100, "the QR code is drawn large enough to scan"
     secret = page.locator("code.secret").inner_text().strip()
@@ -162,7 +162,7 @@ def test_first_login_sets_up_two_factor_with_the_qr_code(browser, server, tmp_pa
     codes = page.locator("#recovery-codes li").all_inner_texts()
     assert len(codes) == 10 and len(set(codes)) == 10
     page.click("text=I have stored them: continue")
-    assert page.url == f"{server.url}/account"
+    page.wait_for_url(f"{server.url}/account")
     assert "on" in page.locator("dl.facts dd").first.inner_text()
     context.close()
 
