@@ -6,6 +6,12 @@ Contract:
   sealed with the installation's key). Links are found by a SHA-256 digest of
   the token, in one indexed lookup, so a wrong token costs the same as a
   right one. Link passwords are argon2id hashes.
+- ``check_password`` remembers a password that opened a link for
+  ``REMEMBER_PASSWORD`` seconds (in this process, under an HMAC of link id,
+  password hash and password keyed by the installation's secret: no password
+  is kept), so WebDAV clients, which send it with every request, cost one
+  argon2 run, not one per request; ``remembered_password`` asks that memory
+  only. A changed password (another hash) is never taken from it.
 - Permissions: ``read`` (list and download), ``drop`` (upload new files only,
   see nothing) and ``write`` (read, upload, change and delete inside the
   link's folder). They act as the mailbox roles reader, dropper and member,
@@ -24,8 +30,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import re
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -41,6 +50,9 @@ from davbox.passwords import dummy_verify, hash_password, validate_new_password,
 PERMISSIONS = {"read": "reader", "drop": "dropper", "write": "member"}
 TOKEN_BYTES = 24  # 192 bits; token_urlsafe gives 32 characters
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{20,64}$")
+REMEMBER_PASSWORD = 300.0  # seconds, as auth.cache_ttl's default for account passwords
+_opened_by: dict[bytes, float] = {}  # HMAC(link id, hash, password) -> monotonic expiry
+_opened_lock = threading.Lock()
 
 
 class LinkError(AdminError):
@@ -335,14 +347,34 @@ def check_password(db: Database, link: Link, password: str) -> bool:
     """Whether ``password`` opens the link (always True for a link without password)."""
     if not link.has_password:
         return True
+    hashed, key = _password_key(db, link, password)
+    if hashed is None:
+        dummy_verify(password)
+        return False
+    if not verify_password(hashed, password):
+        return False
+    now = time.monotonic()
+    with _opened_lock:
+        if len(_opened_by) > 10_000:
+            for old in [k for k, until in _opened_by.items() if until <= now]:
+                del _opened_by[old]
+        _opened_by[key] = now + REMEMBER_PASSWORD
+    return True
+
+
+def remembered_password(db: Database, link: Link, password: str) -> bool:
+    """Whether ``password`` opened the link, as its password is now, in the last minutes."""
+    hashed, key = _password_key(db, link, password)
+    return hashed is not None and _opened_by.get(key, 0.0) > time.monotonic()
+
+
+def _password_key(db: Database, link: Link, password: str) -> tuple[str | None, bytes]:
     with db.session() as session:
         hashed = session.execute(
             select(ShareLink.password_hash).where(ShareLink.id == link.id)
         ).scalar_one_or_none()
-    if hashed is None:
-        dummy_verify(password)
-        return False
-    return verify_password(hashed, password)
+    material = f"{link.id}\0{hashed}\0{password}".encode()
+    return hashed, hmac.new(db.server_secret(), material, hashlib.sha256).digest()
 
 
 def count_download(db: Database, link_id: int) -> bool:

@@ -29,7 +29,10 @@ Contract:
   wrong password: ``wrong`` tells which) or ``Throttled``. Only password
   guesses are counted (per link and per client address, by the login
   limiter); a wrong token costs one indexed lookup and is not counted, since
-  192-bit tokens cannot be guessed.
+  192-bit tokens cannot be guessed. A password that opened the link in the
+  last minutes (``links.remembered_password``) is taken without an argon2
+  run and without the limiter, as cached account credentials are: someone
+  else's guessing does not lock out those who have the password.
 - ``principal_for(link)`` and ``mailboxes_for(link)`` give the identity under
   which a link's requests are judged: kind "link", the link's permission as
   its mailbox role, so every policy applies as to members.
@@ -324,6 +327,8 @@ class ShareService:
         if link.has_password:
             if not password:
                 raise LinkPasswordRequired(wrong=False)
+            if links.remembered_password(self.db, link, password):
+                return Opened(link, self.principal_for(link), self.mailboxes_for(link))
             throttle = self.access.throttle
             keys = [f"link:{link.id}", f"address:{address}"]
             pending = self._begin(throttle, keys)

@@ -15,8 +15,13 @@ Contract:
   members) and hrefs in answers are written back under the link's prefix.
   The mailbox name and the folder's place never show.
 - Drop and write links take changes only inside their upload window; a read
-  link's file downloads count against ``max_downloads``; each request is a
-  ``LinkUsed`` event carrying the link id.
+  link's file downloads count against ``max_downloads``, judged by what is
+  sent (a 200, or a 206 from byte 0: a Range that does not start at 0
+  continues a download), so no Range or If-Range form gets a whole file for
+  free; each request is a ``LinkUsed`` event carrying the link id. Wrong link
+  passwords and throttled guesses are ``LoginRefused`` events; uploads outside
+  the window and downloads the limit no longer allows (parallel ones) are
+  ``AccessRefused`` events (actor ``link-<id>``).
 """
 
 from __future__ import annotations
@@ -32,7 +37,15 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from davbox import links
 from davbox.access import Throttled
-from davbox.events import Event, EventBus, request_context
+from davbox.dav.audit import mark_audited
+from davbox.events import (
+    AccessRefused,
+    Event,
+    EventBus,
+    LoginRefused,
+    actor_details,
+    request_context,
+)
 from davbox.http import plain_response
 from davbox.links import Link
 from davbox.sharing import LinkNotFound, LinkPasswordRequired, ShareService
@@ -113,22 +126,39 @@ class LinkDavMiddleware:
                 return self._challenge(environ, start_response, "wrong link or password")
             return plain_response(environ, start_response, 404, NOT_FOUND)
         except LinkPasswordRequired as exc:
+            if exc.wrong:
+                self._login_refused(environ, token, "wrong", 401)
             return self._challenge(environ, start_response, str(exc))
         except Throttled as exc:
+            self._login_refused(environ, token, "throttled", 429)
             return plain_response(
                 environ, start_response, 429, str(exc), [("Retry-After", str(exc.retry_after))]
             )
         link = opened.link
         mount = LinkMount(prefix, "/" + link.mailbox + link.path.rstrip("/"), link)
         method = environ.get("REQUEST_METHOD", "")
+        environ["wsgidav.auth.user_name"] = opened.principal.name
+        environ["davbox.principal"] = opened.principal
+        where = {"mailbox": link.mailbox, "path": link.path.rstrip("/") + rest}
+        self.events.emit(
+            LinkUsed(**request_context(environ), **where, link_id=link.id, method=method)
+        )
         if not link.is_folder and rest.strip("/"):
             return plain_response(environ, start_response, 404, NOT_FOUND)
         if method in _CHANGING and link.permission != "read" and not link.accepts_uploads():
-            return plain_response(
-                environ, start_response, 403, "this link no longer accepts uploads"
+            reason = "this link no longer accepts uploads"
+            self.events.emit(
+                AccessRefused(
+                    **request_context(environ),
+                    **where,
+                    operation=method.lower(),
+                    status=403,
+                    rule="link-upload-window",
+                    reason=reason,
+                )
             )
-        if method == "GET" and not self._take_download(environ, link, mount, rest):
-            return plain_response(environ, start_response, 404, NOT_FOUND)
+            return plain_response(environ, start_response, 403, reason)
+        counting = method == "GET" and self._limited_file(link, rest)
 
         environ["PATH_INFO"] = (mount.root + rest).encode("utf-8").decode("latin-1")
         environ["SCRIPT_NAME"] = ""
@@ -139,44 +169,62 @@ class LinkDavMiddleware:
                     environ, start_response, 403, "the destination must be inside this link"
                 )
             environ["HTTP_DESTINATION"] = destination
-        environ["wsgidav.auth.user_name"] = opened.principal.name
-        environ["davbox.principal"] = opened.principal
         environ["davbox.mailboxes"] = opened.mailboxes
         environ["davbox.link"] = mount
-        self.events.emit(
-            LinkUsed(
-                **request_context(environ),
-                mailbox=link.mailbox,
-                path=link.path.rstrip("/") + rest,
-                link_id=link.id,
-                method=method,
-            )
-        )
         status: list[int] = []
+        used_up: list[list[bytes]] = []
         lock_answer = method in ("LOCK", "PROPFIND")
 
         def recording_start_response(code: str, headers: list[Any], exc_info: Any = None) -> Any:
             status.append(int(code[:3]))
+            if (
+                counting
+                and exc_info is None
+                and _sends_first_byte(status[0], headers)
+                and not links.count_download(self.shares.db, link.id)
+            ):
+                # Used up meanwhile (parallel downloads): the 404 of any unusable link,
+                # recorded as that refusal (not as the download the layer inside began).
+                self.events.emit(
+                    AccessRefused(
+                        **request_context(environ),
+                        **where,
+                        operation="read",
+                        status=404,
+                        rule="link-max-downloads",
+                        reason="the link's downloads are used up",
+                    )
+                )
+                mark_audited(environ)
+                used_up.append(plain_response(environ, start_response, 404, NOT_FOUND))
+                return lambda data: None
             if lock_answer or status[0] >= 400:  # rewritten below: the length changes
                 headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
             return start_response(code, headers, exc_info)
 
         answer = self.app(environ, recording_start_response)
-        return _hide_place(answer, mount, status, lock_answer=lock_answer)
+        return _hide_place(answer, mount, status, used_up, lock_answer=lock_answer)
 
-    def _take_download(
-        self, environ: dict[str, Any], link: Link, mount: LinkMount, rest: str
-    ) -> bool:
-        """Count a file download of a limited link (a Range not from 0 continues one)."""
+    def _limited_file(self, link: Link, rest: str) -> bool:
+        """Whether a GET here fetches a file of a link with a download limit."""
         if link.max_downloads is None:
-            return True
-        if not re.match(r"^\s*(bytes=0-.*)?$", environ.get("HTTP_RANGE", "")):
-            return True
+            return False
         parts = [p for p in (link.path + rest).split("/") if p]
-        target = self.shares.storage.mailbox_dir(link.storage_key).joinpath(*parts)
-        if not os.path.isfile(target):
-            return True
-        return links.count_download(self.shares.db, link.id)
+        return os.path.isfile(self.shares.storage.mailbox_dir(link.storage_key).joinpath(*parts))
+
+    def _login_refused(self, environ: dict[str, Any], token: str, outcome: str, code: int) -> None:
+        """A wrong or throttled link password, as the link's pages report it too."""
+        link = links.find(self.shares.db, token)
+        if link is not None:
+            self.events.emit(
+                LoginRefused(
+                    **(request_context(environ) | actor_details(ShareService.principal_for(link))),
+                    mailbox=link.mailbox,
+                    outcome=outcome,
+                    status=code,
+                    via="link",
+                )
+            )
 
     def _challenge(
         self, environ: dict[str, Any], start_response: Callable[..., Any], reason: str
@@ -208,14 +256,28 @@ def _rewrite_destination(url: str, mount: LinkMount) -> str | None:
     return urlunsplit(parts._replace(path=quote(canonical, safe="/!$&'()*+,;=:@")))
 
 
+def _sends_first_byte(code: int, headers: list[tuple[str, str]]) -> bool:
+    """A whole file (200) or a part from byte 0 (206 with ``Content-Range: bytes 0-...``)."""
+    if code == 200:
+        return True
+    ranges = [v for k, v in headers if k.lower() == "content-range"]
+    return code == 206 and bool(ranges) and re.match(r"^\s*bytes\s+0-", ranges[0]) is not None
+
+
 def _hide_place(
-    body: Iterable[bytes], mount: LinkMount, status: list[int], *, lock_answer: bool
+    body: Iterable[bytes],
+    mount: LinkMount,
+    status: list[int],
+    used_up: list[list[bytes]],
+    *,
+    lock_answer: bool,
 ) -> Iterable[bytes]:
     """Answers name paths canonically (lock roots, error messages, refusal reasons that
     name the mailbox): show them as the link's URL and "this folder" instead.
 
     Only lock answers (LOCK, PROPFIND lockdiscovery) and error bodies are
-    touched, never file content.
+    touched, never file content. A download found used up when its answer
+    started (``used_up``) sends that 404 instead of the file.
     """
     link = mount.link
     swaps = [
@@ -224,11 +286,17 @@ def _hide_place(
         (mount.root.encode(), mount.prefix.encode()),
         (f"mailbox '{link.mailbox}'".encode(), b"this folder"),
     ]
-    for chunk in body:
-        if (status and status[0] >= 400) or (lock_answer and b"lockroot" in chunk):
-            for old, new in swaps:
-                chunk = chunk.replace(old, new)
-        yield chunk
-    close = getattr(body, "close", None)
-    if close is not None:
-        close()
+    try:
+        for chunk in body:
+            if used_up:
+                break
+            if (status and status[0] >= 400) or (lock_answer and b"lockroot" in chunk):
+                for old, new in swaps:
+                    chunk = chunk.replace(old, new)
+            yield chunk
+        if used_up:
+            yield from used_up[0]
+    finally:
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()

@@ -10,7 +10,10 @@ Contract:
   policy's status and reason (``may`` asks without emitting: internal probes).
 - ``custom_request_handler`` answers request-level refusals before the body is
   read: PROPFIND with ``Depth: infinity``, content a caller may not read or
-  list, LOCK of existing resources without the lock right.
+  list, LOCK of existing resources without the lock right, and uploads of a
+  drop link below its own folder (the same 403 whether such a folder exists).
+- A caller who cannot list only adds files: a taken name goes to a free one
+  ("a (2).pdf"), and refusal reasons keep naming the name the caller sent.
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ from davbox.providers.storage.filesystem import FilesystemStorage, free_names
 
 Location = tuple[MailboxAccess, str, Path]
 NON_LISTER_LOCK_SECONDS = 600
+DROP_LINK_FOLDER_ONLY = (
+    "files dropped through a link go into its folder, not into folders inside it"
+)
 # Below the mailbox folder's own path, well inside the 4096 bytes of PATH_MAX.
 MAX_PATH_BYTES = 3072
 
@@ -205,7 +211,10 @@ class MailboxProvider(DAVProvider):
                 reason=decision.reason,
             )
         )
-        raise DAVError(decision.status, decision.reason)
+        reason = decision.reason
+        if renamed := environ.get("davbox.renamed"):
+            reason = reason.replace(*renamed)  # the free name would tell the other existed
+        raise DAVError(decision.status, reason)
 
     def _admit(self, environ: dict[str, Any], box: MailboxAccess, rel: str) -> None:
         """Refuse every method in a mailbox the caller may not enter (e.g. without 2FA)."""
@@ -284,6 +293,8 @@ class MailboxProvider(DAVProvider):
             if method == "OPTIONS" and not top and not lists:
                 # The same answer whatever exists there: a dropper learns no names.
                 return _fixed_options(start_response)
+            if not lists and method in ("PUT", "LOCK") and _below_link_folder(environ, rel):
+                raise DAVError(HTTP_FORBIDDEN, DROP_LINK_FOLDER_ONLY)
             if method == "PUT" and not lists:
                 box, rel, fs_path = self._create_only(environ, box, rel, fs_path)
             self._gate(environ, method, box, rel, fs_path, lists=lists)
@@ -345,6 +356,7 @@ class MailboxProvider(DAVProvider):
             return box, rel, fs_path
         free = next(c for c in free_names(fs_path) if not os.path.lexists(c))
         environ["PATH_INFO"] = path.rstrip("/").rpartition("/")[0] + "/" + free.name
+        environ["davbox.renamed"] = (free.name, fs_path.name)
         return box, rel.rstrip("/").rpartition("/")[0] + "/" + free.name, free
 
     def is_own_placeholder(self, environ: dict[str, Any], path: str, size: int) -> bool:
@@ -397,6 +409,18 @@ def _top(environ: dict[str, Any]) -> str:
     """The folder a caller starts in: the mailbox root, or a share link's folder."""
     mount = environ.get("davbox.link")
     return "/" if mount is None else mount.link.path.rstrip("/") or "/"
+
+
+def _below_link_folder(environ: dict[str, Any], rel: str) -> bool:
+    """Whether ``rel`` is not directly in a share link's folder (always False for members).
+
+    Drop links see no folders, so they put files only into the link's own
+    folder (as on the link's page); uploading into subfolders would tell
+    which of them exist (201 or 409).
+    """
+    if "davbox.link" not in environ:
+        return False
+    return rel.rstrip("/").rpartition("/")[0] != _top(environ).rstrip("/")
 
 
 def _fixed_options(start_response: Callable[..., Any]) -> list[bytes]:

@@ -6,7 +6,9 @@ recursive operations, and raises ``DAVError`` with a readable reason when
 refused. Writes go through ``FilesystemStorage`` so nothing partial is ever
 visible and an overwrite keeps the old version until the new one is complete.
 Recursive MOVE, COPY and DELETE are done natively (``handle_*``) so that
-overwriting a destination is a swap, never delete-then-copy.
+overwriting a destination is a swap, never delete-then-copy. Through a share
+link (``davbox.link`` in the environ) the link's folder itself cannot be
+deleted or moved, and neither the mailbox's name nor its usage is shown.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ UPLOAD_NOT_RECORDED = (
 TOP_LEVEL_READ_ONLY = (
     "the top level only lists your mailboxes; put files and folders inside a mailbox"
 )
+SHARED_FILES = "Shared files"  # a share link's name for a mailbox's top folder
 
 
 def _native(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -182,6 +185,10 @@ class _Stored:
         return items
 
     def _refuse_top(self, what: str) -> None:
+        mount = self.environ.get("davbox.link")
+        if mount is not None and self.rel == (mount.link.path.rstrip("/") or "/"):
+            # A write link works inside its folder; the folder itself stays.
+            raise DAVError(HTTP_FORBIDDEN, f"the shared folder itself cannot be {what}")
         if self.rel == "/":
             raise DAVError(
                 HTTP_FORBIDDEN,
@@ -350,7 +357,10 @@ class _Stored:
 
 class MailboxFolder(_Stored, DAVCollection):
     def get_display_name(self) -> str:
-        return self.box.name if self.rel == "/" else self.name
+        if self.rel != "/":
+            return self.name
+        # Through a share link a mailbox's name never shows (as on the link's pages).
+        return self.box.name if "davbox.link" not in self.environ else SHARED_FILES
 
     def get_etag(self) -> None:
         return None
@@ -394,8 +404,17 @@ class MailboxFolder(_Stored, DAVCollection):
         except OSError as exc:
             raise storage_error(exc) from exc
 
-    def get_used_bytes(self) -> int:
-        """RFC 4331: what the mailbox holds (not the disk)."""
+    def get_used_bytes(self) -> int | None:
+        """RFC 4331: what the mailbox holds (not the disk); not told through a share link.
+
+        The figure covers the whole mailbox, beyond a link's folder, and would
+        let a drop link watch other people's uploads arrive.
+        """
+        if "davbox.link" in self.environ:
+            return None
+        return self._usage()
+
+    def _usage(self) -> int:
         return self.provider.storage.usage(self.box.storage_key).bytes
 
     def get_available_bytes(self) -> int | None:
@@ -403,7 +422,7 @@ class MailboxFolder(_Stored, DAVCollection):
         quota = self.provider.engine.quota(
             self.provider.request(self.environ, self.box, self.rel, Operation.CREATE)
         )
-        return None if quota is None else max(0, quota - self.get_used_bytes())
+        return None if quota is None else max(0, quota - self._usage())
 
 
 class MailboxFile(_Stored, DAVNonCollection):
