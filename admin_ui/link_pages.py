@@ -246,9 +246,14 @@ class LinkPages:
         decision = self.judge(visit, item.rel, Operation.READ)
         if not decision.allowed:
             return self._refused(page, decision)
-        if page.request.method == "HEAD" or not _starts_at_zero(page.request.headers.get("Range")):
-            return file_response(item.fs, item.name, page.request.environ)
+        response = file_response(item.fs, item.name, page.request.environ)
+        # Counted by what is sent, not by what was asked: a whole file, or a
+        # part from its first byte ("bytes=00-", "bytes=-N" of a short file, a
+        # failed If-Range all send the start of the file).
+        if page.request.method == "HEAD" or not _sends_the_start(response):
+            return response
         if not links.count_download(self.shares.db, visit.link.id):
+            response.close()
             raise Gone()
         self.shares.events.emit(
             LinkDownloaded(
@@ -473,9 +478,11 @@ def _size(size: int) -> str:
     return human(size) if size >= 1000 else f"{size} B"
 
 
-def _starts_at_zero(header: str | None) -> bool:
-    """True without a Range header or for one whose first range starts at byte 0."""
-    if not header:
+def _sends_the_start(response: Response) -> bool:
+    """Whether an answer carries the file's first byte: 200, or a 206 from byte 0."""
+    if response.status_code == 200:
         return True
-    first = header.partition("=")[2].split(",")[0].strip()
-    return first.startswith("0-")
+    if response.status_code != 206:
+        return False
+    content_range = response.headers.get("Content-Range")
+    return content_range is None or content_range.startswith("bytes 0-")

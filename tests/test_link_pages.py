@@ -483,6 +483,25 @@ def test_read_link_to_one_file(server):
     assert client.get(f"/s/{token}").status_code == 404
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({"Range": "bytes=00-"}, id="leading-zero"),
+        pytest.param({"Range": "bytes=5-", "If-Range": '"not-the-etag"'}, id="failed-if-range"),
+        pytest.param({"Range": "bytes=0-3"}, id="first-bytes"),
+    ],
+)
+def test_every_answer_that_sends_the_start_counts_as_a_download(server, headers):
+    box, folder = mailbox(server, "ranges")
+    put(folder, "a.txt", b"0123456789" * 100)
+    link, token = make_link(server, box, "/a.txt", is_folder=False, max_downloads=1)
+    client = LinkClient(server)
+    first = client.get(f"/s/{token}/download", headers=headers)
+    assert first.status_code in (200, 206) and first.content.startswith(b"0123")
+    assert downloads_of(server, link) == 1
+    assert client.get(f"/s/{token}/download").status_code == 404, "the one download is used"
+
+
 def _rss_kib(server: DavboxServer) -> int:
     assert server.proc is not None
     status = Path(f"/proc/{server.proc.pid}/status").read_text()
