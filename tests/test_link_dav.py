@@ -149,6 +149,12 @@ def mailbox(server: DavboxServer, prefix: str = "m", *folders: str) -> str:
     return name
 
 
+def get_as_owner(server: DavboxServer, path: str) -> bytes:
+    got = requests.get(server.dav(path), auth=OWNER, timeout=10)
+    assert got.status_code == 200, (path, got.status_code)
+    return got.content
+
+
 def put_as_owner(server: DavboxServer, path: str, data: bytes) -> None:
     answer = requests.put(server.dav(path), data=data, auth=OWNER, timeout=30)
     assert answer.status_code in (201, 204), answer.text
@@ -450,11 +456,6 @@ def test_a_refusal_names_the_name_that_was_sent_not_the_free_one(server):
     assert b"the content of 'doc.pdf' is not a .pdf file" in refusals[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: a drop link's LOCK of a taken name is refused (403) while a new name "
-    "is locked (201); LOCK would need the free-name redirection that PUT has",
-)
 def test_lock_tells_nothing_about_taken_names(server):
     box = mailbox(server, "dlock")
     put_as_owner(server, f"{box}/taken.txt", b"x")
@@ -464,6 +465,26 @@ def test_lock_tells_nothing_about_taken_names(server):
         for name in ("taken.txt", "new.txt")
     ]
     assert answers[0] == answers[1]
+
+
+def test_explorer_drops_a_file_whose_name_is_taken(server):
+    """LOCK, PUT with the token, UNLOCK of a taken name: stored beside it, the original kept."""
+    box = mailbox(server, "dlock2")
+    put_as_owner(server, f"{box}/report.pdf", b"%PDF-1.4 original")
+    link = share(server, box, "drop")
+    url = link.url("report.pdf")
+    locked = requests.request("LOCK", url, data=LOCK_BODY, timeout=10)
+    assert locked.status_code == 201
+    assert "report.pdf</" in locked.text and "(2)" not in locked.text, locked.text
+    token = locked.headers["Lock-Token"]
+    put = requests.put(url, data=b"%PDF-1.4 dropped", headers={"If": f"({token})"}, timeout=10)
+    assert put.status_code in (201, 204)
+    unlocked = requests.request("UNLOCK", url, headers={"Lock-Token": token}, timeout=10)
+    assert unlocked.status_code == 204
+    assert get_as_owner(server, f"{box}/report.pdf") == b"%PDF-1.4 original"
+    assert get_as_owner(server, f"{box}/report (2).pdf") == b"%PDF-1.4 dropped", owner_view(
+        server, box
+    )
 
 
 def test_a_link_to_a_whole_mailbox_shows_neither_its_name_nor_its_usage(server):

@@ -48,7 +48,7 @@ MATRIX = [
     ("MOVE", "folder", {"to": "new"}, [201, 201, 403, 404, 404]),
     ("MOVE", "file", {"to": "other"}, [201, 201, 409, 404, 404]),
     ("PROPPATCH", "file", {}, [207, 207, 403, 404, 404]),
-    ("LOCK", "file", {}, [200, 200, 403, 403, 404]),
+    ("LOCK", "file", {}, [200, 200, 403, 201, 404]),  # a dropper locks "file (2).txt"
     ("LOCK", "new", {}, [201, 201, 403, 201, 404]),
 ]
 
@@ -225,6 +225,22 @@ def test_a_dropper_cannot_hold_a_lock_for_weeks(world):
     assert response.status_code == 201
     granted = re.search(r"<\w+:timeout>Second-(\d+)</\w+:timeout>", response.text)
     assert granted and 0 < int(granted.group(1)) <= 600, response.text
+
+
+def test_dropper_lock_put_unlock_of_a_name_with_spaces(world):
+    """Explorer's "New Text Document (2).txt": the lock placeholder is found by its quoted URL."""
+    box = _prepare(world)
+    url = world.dav(f"{box}/New Text Document (2).txt")
+    auth = ("dropper", PASSWORD)
+    lock = requests.request("LOCK", url, data=LOCK_BODY.encode(), auth=auth, timeout=10)
+    assert lock.status_code == 201
+    token = lock.headers["Lock-Token"]
+    put = requests.put(url, data=b"hello", headers={"If": f"({token})"}, auth=auth, timeout=10)
+    assert put.status_code == 204, "the PUT fills the caller's own placeholder"
+    unlock = requests.request("UNLOCK", url, headers={"Lock-Token": token}, auth=auth, timeout=10)
+    assert unlock.status_code == 204
+    got = requests.get(url, auth=("boss", PASSWORD), timeout=10)
+    assert got.content == b"hello"
 
 
 def test_parallel_drops_of_one_name_all_arrive_and_none_is_replaced(world):

@@ -24,6 +24,7 @@ import unicodedata
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import quote, unquote
 
 from wsgidav import util
 from wsgidav.dav_error import (
@@ -295,8 +296,10 @@ class MailboxProvider(DAVProvider):
                 return _fixed_options(start_response)
             if not lists and method in ("PUT", "LOCK") and _below_link_folder(environ, rel):
                 raise DAVError(HTTP_FORBIDDEN, DROP_LINK_FOLDER_ONLY)
-            if method == "PUT" and not lists:
+            if not lists and (method == "PUT" or (method == "LOCK" and not _is_refresh(environ))):
                 box, rel, fs_path = self._create_only(environ, box, rel, fs_path)
+            elif not lists and method in ("LOCK", "UNLOCK"):  # a refresh, or the unlock
+                box, rel, fs_path = self._own_lock_target(environ, box, rel, fs_path)
             self._gate(environ, method, box, rel, fs_path, lists=lists)
             if method == "PUT":
                 self._check_upload_up_front(environ, box, rel, fs_path)
@@ -306,6 +309,8 @@ class MailboxProvider(DAVProvider):
             raise DAVError(HTTP_NOT_FOUND)
         if method in ("COPY", "MOVE"):
             start_response = _created_when_new(environ, start_response)
+        if method == "LOCK" and "davbox.renamed" in environ:
+            return _lock_root_as_sent(environ, start_response, default_handler)
         return default_handler(environ, start_response)
 
     def _check_upload_up_front(
@@ -354,10 +359,55 @@ class MailboxProvider(DAVProvider):
         path = environ["PATH_INFO"]
         if stat.S_ISREG(st.st_mode) and self.is_own_placeholder(environ, path, st.st_size):
             return box, rel, fs_path
-        free = next(c for c in free_names(fs_path) if not os.path.lexists(c))
-        environ["PATH_INFO"] = path.rstrip("/").rpartition("/")[0] + "/" + free.name
+        parent = path.rstrip("/").rpartition("/")[0]
+        free = next(c for c in free_names(fs_path) if self._free_or_own(environ, parent, c))
+        environ["PATH_INFO"] = parent + "/" + free.name
         environ["davbox.renamed"] = (free.name, fs_path.name)
         return box, rel.rstrip("/").rpartition("/")[0] + "/" + free.name, free
+
+    def _free_or_own(self, environ: dict[str, Any], parent: str, candidate: Path) -> bool:
+        """A name nobody has, or the caller's own LOCK placeholder (their LOCK went there)."""
+        try:
+            st = os.lstat(candidate)
+        except FileNotFoundError:
+            return True
+        return stat.S_ISREG(st.st_mode) and self.is_own_placeholder(
+            environ, parent + "/" + candidate.name, st.st_size
+        )
+
+    def _own_lock_target(
+        self, environ: dict[str, Any], box: MailboxAccess, rel: str, fs_path: Path
+    ) -> Location:
+        """Send a non-lister's UNLOCK or lock refresh of a taken name to where their LOCK went.
+
+        A LOCK of a taken name locked a free name instead ("a (2).pdf", see
+        ``_create_only``); the client goes on using the name it sent, so the
+        lock token (Lock-Token for UNLOCK, If for a refresh) leads the request
+        to its lock, if that is the caller's, beside the sent name.
+        """
+        if self.lock_manager is None:
+            return box, rel, fs_path
+        header = environ.get("HTTP_LOCK_TOKEN", "")
+        if not header:
+            if "wsgidav.ifLockTokenList" not in environ:
+                util.parse_if_header_dict(environ)
+            tokens = list(environ.get("wsgidav.ifLockTokenList") or [])
+        else:
+            tokens = [header.strip().strip("<>")]
+        path = environ["PATH_INFO"]
+        parent, _, _name = path.rstrip("/").rpartition("/")
+        siblings = {c.name for _, c in zip(range(100), free_names(fs_path), strict=False)}
+        for token in tokens:
+            lock = self.lock_manager.get_lock(token)
+            if not lock or lock.get("principal") != environ.get("wsgidav.user_name"):
+                continue
+            root = unquote(lock["root"]).rstrip("/")
+            lock_parent, _, lock_name = root.rpartition("/")
+            if lock_parent == self.share_path.rstrip("/") + parent and lock_name in siblings:
+                environ["PATH_INFO"] = parent + "/" + lock_name
+                rel_parent = rel.rstrip("/").rpartition("/")[0]
+                return box, rel_parent + "/" + lock_name, fs_path.with_name(lock_name)
+        return box, rel, fs_path
 
     def is_own_placeholder(self, environ: dict[str, Any], path: str, size: int) -> bool:
         """A zero-byte file this caller created by LOCK and still holds the lock on.
@@ -373,7 +423,8 @@ class MailboxProvider(DAVProvider):
         user = environ.get("wsgidav.user_name")
         return any(
             lock["token"] in tokens and lock["principal"] == user
-            for lock in self.lock_manager.get_url_lock_list(self.share_path + path)
+            # Lock roots are stored as WsgiDAV's quoted reference URLs.
+            for lock in self.lock_manager.get_url_lock_list(quote(self.share_path + path))
         )
 
     def _gate(
@@ -446,6 +497,36 @@ def declared_size(environ: dict[str, Any]) -> int | None:
                 raise DAVError(HTTP_BAD_REQUEST, f"invalid {header} header")
             sizes.append(int(value))
     return max(sizes) if sizes else None
+
+
+def _lock_root_as_sent(
+    environ: dict[str, Any],
+    start_response: Callable[..., Any],
+    default_handler: Callable[..., Iterable[bytes]],
+) -> Iterable[bytes]:
+    """A LOCK that went to a free name answers with the name the client sent."""
+    stored, sent = environ["davbox.renamed"]
+    safe = "!*'(),$-_|."  # as WsgiDAV quotes hrefs
+    swaps = [
+        (quote(stored, safe=safe).encode(), quote(sent, safe=safe).encode()),
+        (quote(stored).encode(), quote(sent).encode()),
+        (stored.encode(), sent.encode()),
+    ]
+
+    def without_length(status: str, headers: list[Any], exc_info: Any = None) -> Any:
+        headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+        return start_response(status, headers, exc_info)
+
+    body = default_handler(environ, without_length)
+    try:
+        for chunk in body:
+            for old, new in swaps:
+                chunk = chunk.replace(b"/" + old + b"<", b"/" + new + b"<")
+            yield chunk
+    finally:
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
 
 
 def _is_refresh(environ: dict[str, Any]) -> bool:
