@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -50,7 +50,8 @@ class Event:
     time: datetime = field(default_factory=_now)
 
     def fields(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k != "time"}
+        """The event's values but its time (shallow: event fields are plain values)."""
+        return {name: getattr(self, name) for name in _field_names(type(self))}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -225,6 +226,8 @@ class LogSink:
         self.log = logging.getLogger("davbox.events")
 
     def handle(self, event: Event) -> None:
+        if not self.log.isEnabledFor(logging.INFO):
+            return
         values = event.fields()
         details = " ".join(
             f"{k}={values[k]!r}" for k in _log_order(type(event)) if values[k] not in ("", None)
@@ -232,7 +235,25 @@ class LogSink:
         self.log.info("%s %s", event.kind, details)
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+_LOG_ORDER: dict[type, list[str]] = {}
+
+
+def _field_names(cls: type[Event]) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls) if f.name != "time")
+    return names
+
+
 def _log_order(cls: type[Event]) -> list[str]:
+    order = _LOG_ORDER.get(cls)
+    if order is None:
+        order = _LOG_ORDER[cls] = _compute_log_order(cls)
+    return order
+
+
+def _compute_log_order(cls: type[Event]) -> list[str]:
     """Common fields first, then the event's own in the order its class declares them
     (a class that declares ``status`` itself shows it among its own fields)."""
     own: list[str] = []
