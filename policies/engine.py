@@ -17,6 +17,7 @@ Contract:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from davbox.policies.base import (
@@ -103,45 +104,27 @@ class PolicyEngine:
             )
             if not decision.allowed:
                 return decision
-        for rule in self._rules_of(principal, request.mailbox, request.roles):
-            if not glob_match(request.path, rule.matcher.paths):
-                continue
-            try:
-                decision_or_none = rule.policy.check_link(request)
-            except Exception:
-                _log.exception("policy %s failed; denying", rule.policy.label)
-                return Decision.deny("the server could not evaluate its access rules", 500)
-            if decision_or_none is not None and not decision_or_none.allowed:
-                return decision_or_none
-        return Decision.allow()
+        rules = self._rules_of(principal, request.mailbox, request.roles)
+        return _first_refusal(
+            (r for r in rules if glob_match(request.path, r.matcher.paths)),
+            lambda policy: policy.check_link(request),
+        )
 
     def admit(self, principal: Principal, mailbox: str, roles: frozenset[str]) -> Decision:
         """Whether the principal may enter the mailbox at all; any refusal wins."""
-        for rule in self._rules_of(principal, mailbox, roles):
-            try:
-                decision = rule.policy.admit(principal, mailbox, roles)
-            except Exception:
-                _log.exception("policy %s failed; denying", rule.policy.label)
-                return Decision.deny("the server could not evaluate its access rules", 500)
-            if decision is not None and not decision.allowed:
-                return decision
-        return Decision.allow()
+        return _first_refusal(
+            self._rules_of(principal, mailbox, roles),
+            lambda policy: policy.admit(principal, mailbox, roles),
+        )
 
     def check(self, request: AccessRequest) -> Decision:
         decision = self._membership.check(request)
         if not decision.allowed:
             return decision
-        for rule in self._rules_for(request):
-            if not rule.matcher.matches(request):
-                continue
-            try:
-                decision = rule.policy.check(request)
-            except Exception:
-                _log.exception("policy %s failed; denying", rule.policy.label)
-                return Decision.deny("the server could not evaluate its access rules", 500)
-            if decision is not None and not decision.allowed:
-                return decision
-        return Decision.allow()
+        return _first_refusal(
+            (r for r in self._rules_for(request) if r.matcher.matches(request)),
+            lambda policy: policy.check(request),
+        )
 
     def upload_limit(self, request: AccessRequest) -> UploadLimit | None:
         best: UploadLimit | None = None
@@ -174,3 +157,16 @@ class PolicyEngine:
                 )
             )
         return lines, self.check(request)
+
+
+def _first_refusal(rules: Iterable[_Rule], ask: Callable[[Policy], Decision | None]) -> Decision:
+    """Ask each rule's policy in order; the first refusal wins, a policy that raises refuses."""
+    for rule in rules:
+        try:
+            decision = ask(rule.policy)
+        except Exception:
+            _log.exception("policy %s failed; denying", rule.policy.label)
+            return Decision.deny("the server could not evaluate its access rules", 500)
+        if decision is not None and not decision.allowed:
+            return decision
+    return Decision.allow()
