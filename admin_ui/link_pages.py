@@ -40,7 +40,6 @@ from werkzeug.utils import redirect
 from werkzeug.wrappers import Response
 
 from davbox import links
-from davbox.access import Throttled
 from davbox.admin_ui.downloads import file_response, zip_response
 from davbox.admin_ui.link_access import Item, LinkGate, Visit
 from davbox.admin_ui.link_api import LinkUploadApi
@@ -56,6 +55,7 @@ from davbox.policies.base import AccessRequest, Decision, Operation
 from davbox.policies.engine import PolicyEngine
 from davbox.policies.limits import human
 from davbox.sharing import LinkNotFound, LinkPasswordRequired, ShareService
+from davbox.throttle import Throttled
 from davbox.uploads import CHUNK_MAX, ResumableUploads
 
 if TYPE_CHECKING:

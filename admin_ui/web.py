@@ -45,7 +45,7 @@ from werkzeug.wrappers import Request, Response
 
 import davbox
 from davbox import accounts, app_passwords, twofactor
-from davbox.access import AccessService, Throttled
+from davbox.access import AccessService
 from davbox.accounts import AdminError
 from davbox.admin_ui.i18n import environment, gettext, negotiate
 from davbox.admin_ui.link_pages import RULES as LINK_RULES
@@ -55,6 +55,7 @@ from davbox.events import EventBus, LoginRefused, LoginSucceeded, request_contex
 from davbox.passwords import validate_new_password
 from davbox.providers.identity import ProviderUnavailable
 from davbox.sessions import SessionInfo, SessionStore
+from davbox.throttle import Throttled
 
 COOKIE = "__Host-davbox"
 PRE_COOKIE = "__Host-davbox-pre"

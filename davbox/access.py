@@ -63,14 +63,6 @@ class AppPasswordRequired(Exception):
         )
 
 
-class Throttled(Exception):
-    """Too many failed logins: the client must wait ``retry_after`` seconds."""
-
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(f"too many failed logins; try again in {retry_after} seconds")
-        self.retry_after = retry_after
-
-
 @dataclass(frozen=True)
 class MailboxAccess:
     id: int
@@ -289,16 +281,7 @@ class AccessService:
 
     def _begin_attempt(self, keys: list[str]) -> dict[str, int]:
         """Record an attempt before checking it (see ``LoginThrottle.begin``); raise Throttled."""
-        if self.throttle is None:
-            return {}
-        wait = self.throttle.retry_after(keys)
-        pending: dict[str, int] = {}
-        if wait is None:
-            pending = self.throttle.begin(keys)
-            wait = self.throttle.retry_after(keys, before=pending)
-        if wait is not None:
-            raise Throttled(wait)
-        return pending
+        return self.throttle.attempt(keys) if self.throttle is not None else {}
 
     def _remember(
         self, key: bytes, principal: Principal, generation: int, ttl: float | None = None

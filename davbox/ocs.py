@@ -76,7 +76,7 @@ from xml.etree import ElementTree as ET
 from werkzeug.wrappers import Request, Response
 
 from davbox import links
-from davbox.access import AccessService, AppPasswordRequired, Throttled
+from davbox.access import AccessService, AppPasswordRequired
 from davbox.cli.share import base_url
 from davbox.config import Settings
 from davbox.dav.authn import UNAVAILABLE, WRONG
@@ -86,6 +86,7 @@ from davbox.links import Link, LinkChange, LinkError
 from davbox.policies.base import Principal
 from davbox.providers.identity import ProviderUnavailable
 from davbox.sharing import LinkRefused, ShareService, TargetNotFound, split_target
+from davbox.throttle import Throttled
 
 MAX_BODY = 64 * 1024
 SHARE_TYPE_LINK = 3

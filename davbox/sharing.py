@@ -50,7 +50,7 @@ from typing import Any
 from sqlalchemy import select
 
 from davbox import links
-from davbox.access import AccessService, MailboxAccess, Throttled
+from davbox.access import AccessService, MailboxAccess
 from davbox.db import Database
 from davbox.db.models import Mailbox
 from davbox.events import AccessRefused, Event, EventBus, actor_details
@@ -58,7 +58,6 @@ from davbox.links import Link, LinkChange, LinkError
 from davbox.policies.base import LinkRequest, Operation, Principal
 from davbox.policies.engine import PolicyEngine
 from davbox.providers.storage.filesystem import FilesystemStorage
-from davbox.throttle import LoginThrottle
 
 
 class LinkNotFound(Exception):
@@ -331,25 +330,12 @@ class ShareService:
                 return Opened(link, self.principal_for(link), self.mailboxes_for(link))
             throttle = self.access.throttle
             keys = [f"link:{link.id}", f"address:{address}"]
-            pending = self._begin(throttle, keys)
+            pending = throttle.attempt(keys) if throttle is not None else {}
             if not links.check_password(self.db, link, password):
                 raise LinkPasswordRequired(wrong=True)
             if throttle is not None:
                 throttle.succeeded(keys[0], pending)
         return Opened(link, self.principal_for(link), self.mailboxes_for(link))
-
-    @staticmethod
-    def _begin(throttle: LoginThrottle | None, keys: list[str]) -> dict[str, int]:
-        if throttle is None:
-            return {}
-        wait = throttle.retry_after(keys)
-        pending: dict[str, int] = {}
-        if wait is None:
-            pending = throttle.begin(keys)
-            wait = throttle.retry_after(keys, before=pending)
-        if wait is not None:
-            raise Throttled(wait)
-        return pending
 
     @staticmethod
     def principal_for(link: Link) -> Principal:

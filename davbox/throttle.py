@@ -25,6 +25,14 @@ from davbox.db import Database
 from davbox.db.models import AuthFailure
 
 
+class Throttled(Exception):
+    """Too many failed logins: the client must wait ``retry_after`` seconds."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many failed logins; try again in {retry_after} seconds")
+        self.retry_after = retry_after
+
+
 class LoginThrottle:
     def __init__(
         self,
@@ -80,6 +88,20 @@ class LoginThrottle:
             if now - self._purged_at > 60:
                 self._purged_at = now
                 session.execute(delete(AuthFailure).where(AuthFailure.at < now - self.window))
+        return pending
+
+    def attempt(self, keys: list[str]) -> dict[str, int]:
+        """Record an attempt before it is checked (``begin``); raise ``Throttled`` while blocked.
+
+        Returns the attempt's records, for ``succeeded`` or ``withdraw``.
+        """
+        wait = self.retry_after(keys)
+        pending: dict[str, int] = {}
+        if wait is None:
+            pending = self.begin(keys)
+            wait = self.retry_after(keys, before=pending)
+        if wait is not None:
+            raise Throttled(wait)
         return pending
 
     def succeeded(self, account_key: str, pending: dict[str, int] | None = None) -> None:

@@ -19,10 +19,11 @@ import binascii
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from davbox.access import AccessService, AppPasswordRequired, Throttled
+from davbox.access import AccessService, AppPasswordRequired
 from davbox.events import EventBus, LoginRefused, request_context
 from davbox.http import plain_response
 from davbox.providers.identity import ProviderUnavailable
+from davbox.throttle import Throttled
 
 WRONG = (
     "wrong user name or password; accounts with two-factor login sign in to WebDAV"

@@ -36,7 +36,6 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from davbox import links
-from davbox.access import Throttled
 from davbox.dav.audit import mark_audited
 from davbox.events import (
     AccessRefused,
@@ -49,6 +48,7 @@ from davbox.events import (
 from davbox.http import plain_response
 from davbox.links import Link
 from davbox.sharing import LinkNotFound, LinkPasswordRequired, ShareService
+from davbox.throttle import Throttled
 
 NOT_FOUND = "this link does not exist (any more)"
 PUBLIC_PREFIX = "/public.php/webdav"
