@@ -77,12 +77,12 @@ from werkzeug.wrappers import Request, Response
 
 from davbox import links
 from davbox.access import AccessService, AppPasswordRequired
-from davbox.cli.share import base_url
 from davbox.config import Settings
 from davbox.dav.authn import UNAVAILABLE, WRONG
 from davbox.events import EventBus, LoginRefused, request_context
 from davbox.http import close_if_body_unread, status_line
 from davbox.links import Link, LinkChange, LinkError
+from davbox.paths import base_url
 from davbox.policies.base import Principal
 from davbox.providers.identity import ProviderUnavailable
 from davbox.sharing import LinkRefused, ShareService, TargetNotFound, split_target

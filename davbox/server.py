@@ -27,6 +27,7 @@ from cheroot.server import HTTPConnection
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from davbox.config.schema import Settings, parse_listen
+from davbox.paths import base_url
 
 
 class _Gateway(wsgi.Gateway_10):
@@ -82,15 +83,8 @@ def build_server(app: Any, settings: Settings, listen: str | None = None) -> wsg
 
 
 def public_url(server: wsgi.Server, settings: Settings) -> str:
-    if settings.server.public_url:
-        return settings.server.public_url.rstrip("/")
     host, port = server.bind_addr[:2]
-    scheme = "https" if settings.server.tls else "http"
-    if ":" in host:
-        host = f"[{host}]"
-    elif host in ("0.0.0.0", ""):  # noqa: S104 (only for display)
-        host = "localhost"
-    return f"{scheme}://{host}:{port}"
+    return base_url(settings, (host, port))
 
 
 def run(server: wsgi.Server, settings: Settings, banner: list[str]) -> None:

@@ -13,21 +13,8 @@ import click
 
 from davbox import links
 from davbox.cli import Context, fail, main, read_password_stdin
-from davbox.config.schema import Settings, parse_listen
 from davbox.links import Link, LinkError
-
-
-def base_url(settings: Settings) -> str:
-    """The address users reach the server at (``server.public_url`` or the listen address)."""
-    if settings.server.public_url:
-        return settings.server.public_url.rstrip("/")
-    host, port = parse_listen(settings.server.listen)
-    scheme = "https" if settings.server.tls else "http"
-    if ":" in host:
-        host = f"[{host}]"
-    elif host in ("0.0.0.0", ""):  # noqa: S104 (only for display)
-        host = "localhost"
-    return f"{scheme}://{host}:{port}"
+from davbox.paths import base_url
 
 
 def _when(value: datetime | None) -> str:
