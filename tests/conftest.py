@@ -9,6 +9,16 @@ import pytest
 
 from tests.davserver import DavboxServer
 
+# Debian's Chromium, as Playwright drives it here (no browser download).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
 
 @pytest.fixture
 def make_server(tmp_path: Path) -> Iterator[object]:
@@ -31,3 +41,14 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DavboxSe
     server = DavboxServer(tmp_path_factory.mktemp("shared") / "data").start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    """One Chromium for a test module (tests open their own contexts)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

@@ -17,26 +17,14 @@ import zipfile
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import sync_playwright
 
 from davbox import links
 from tests.davserver import DavboxServer
 from tests.test_link_pages import mailbox, put
-from tests.test_web_browser import CHROMIUM_ARGS
 
 pytestmark = pytest.mark.browser
 
 LINK_PASSWORD = "a-link-password-for-tests"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
-        )
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")
