@@ -93,6 +93,42 @@ class LoginSucceeded(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class LinkCreated(Event):
+    kind: ClassVar[str] = "link-created"
+
+    link_id: int
+    permission: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinkRevoked(Event):
+    kind: ClassVar[str] = "link-revoked"
+
+    link_id: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinkChanged(Event):
+    """A link's settings changed: ``changed`` names the fields, never their values."""
+
+    kind: ClassVar[str] = "link-changed"
+
+    link_id: int
+    changed: tuple[str, ...]
+    permission: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinkUsed(Event):
+    """A request through a share link (``method``, path inside the link's folder)."""
+
+    kind: ClassVar[str] = "link-used"
+
+    link_id: int
+    method: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class LinkViewed(Event):
     """A share link's page was shown (``page``: "folder", "file", "drop" or "password")."""
 

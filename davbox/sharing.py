@@ -53,7 +53,14 @@ from davbox import links
 from davbox.access import AccessService, MailboxAccess
 from davbox.db import Database
 from davbox.db.models import Mailbox
-from davbox.events import AccessRefused, Event, EventBus, actor_details
+from davbox.events import (
+    AccessRefused,
+    EventBus,
+    LinkChanged,
+    LinkCreated,
+    LinkRevoked,
+    actor_details,
+)
 from davbox.links import Link, LinkChange, LinkError
 from davbox.policies.base import LinkRequest, Operation, Principal
 from davbox.policies.engine import PolicyEngine
@@ -82,32 +89,6 @@ class LinkRefused(LinkError):
 
 class TargetNotFound(LinkError):
     """The creator has no such mailbox, or nothing is at the path."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class LinkCreated(Event):
-    kind = "link-created"  # type: ignore[misc]
-
-    link_id: int
-    permission: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class LinkRevoked(Event):
-    kind = "link-revoked"  # type: ignore[misc]
-
-    link_id: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class LinkChanged(Event):
-    """A link's settings changed: ``changed`` names the fields, never their values."""
-
-    kind = "link-changed"  # type: ignore[misc]
-
-    link_id: int
-    changed: tuple[str, ...]
-    permission: str
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,8 @@ from davbox import links
 from davbox.dav.audit import mark_audited
 from davbox.events import (
     AccessRefused,
-    Event,
     EventBus,
+    LinkUsed,
     LoginRefused,
     actor_details,
     request_context,
@@ -67,16 +67,6 @@ class LinkMount:
     def href(self, canonical: str) -> str:
         """The client's URL path for a canonical path inside the link."""
         return self.prefix + (canonical[len(self.root) :] or "/")
-
-
-@dataclass(frozen=True, kw_only=True)
-class LinkUsed(Event):
-    """A request through a share link (``method``, path inside the link's folder)."""
-
-    kind = "link-used"  # type: ignore[misc]
-
-    link_id: int
-    method: str
 
 
 def is_link_path(path: str) -> bool:
