@@ -729,6 +729,9 @@ def test_write_link_cannot_reach_outside_its_folder(server):
                 {"Destination": destination, "Overwrite": "T"},
             )
             assert status in (403, 409, 502), (method, destination, status, body)
+    assert "rule='link-destination' reason='the destination must be inside this link'" in (
+        server.log_path.read_text()
+    ), "refused destinations are access-refused events"
     # The link's folder itself stays: it can be neither deleted nor moved away.
     assert requests.delete(link.url(), timeout=10).status_code == 403
     moved = requests.request(

@@ -51,6 +51,8 @@ from davbox.sharing import LinkNotFound, LinkPasswordRequired, ShareService
 from davbox.throttle import Throttled
 
 NOT_FOUND = "this link does not exist (any more)"
+UPLOAD_WINDOW_OVER = "this link no longer accepts uploads"
+DESTINATION_OUTSIDE = "the destination must be inside this link"
 PUBLIC_PREFIX = "/public.php/webdav"
 _LINK_PATH = re.compile(r"^/s/([A-Za-z0-9_-]{1,128})/dav(/.*)?$")
 _CHANGING = frozenset({"PUT", "MKCOL", "LOCK", "MOVE", "COPY", "DELETE", "PROPPATCH"})
@@ -136,18 +138,13 @@ class LinkDavMiddleware:
         if not link.is_folder and rest.strip("/"):
             return plain_response(environ, start_response, 404, NOT_FOUND)
         if method in _CHANGING and link.permission != "read" and not link.accepts_uploads():
-            reason = "this link no longer accepts uploads"
-            self.events.emit(
-                AccessRefused(
-                    **request_context(environ),
-                    **where,
-                    operation=method.lower(),
-                    status=403,
-                    rule="link-upload-window",
-                    reason=reason,
-                )
+            return self._refuse(
+                environ,
+                start_response,
+                (link.mailbox, where["path"]),
+                "link-upload-window",
+                UPLOAD_WINDOW_OVER,
             )
-            return plain_response(environ, start_response, 403, reason)
         counting = method == "GET" and self._limited_file(link, rest)
 
         environ["PATH_INFO"] = (mount.root + rest).encode("utf-8").decode("latin-1")
@@ -155,8 +152,12 @@ class LinkDavMiddleware:
         if "HTTP_DESTINATION" in environ:
             destination = _rewrite_destination(environ["HTTP_DESTINATION"], mount)
             if destination is None:
-                return plain_response(
-                    environ, start_response, 403, "the destination must be inside this link"
+                return self._refuse(
+                    environ,
+                    start_response,
+                    (link.mailbox, where["path"]),
+                    "link-destination",
+                    DESTINATION_OUTSIDE,
                 )
             environ["HTTP_DESTINATION"] = destination
         environ["davbox.mailboxes"] = opened.mailboxes
@@ -201,6 +202,28 @@ class LinkDavMiddleware:
             return False
         parts = [p for p in (link.path + rest).split("/") if p]
         return os.path.isfile(self.shares.storage.mailbox_dir(link.storage_key).joinpath(*parts))
+
+    def _refuse(
+        self,
+        environ: dict[str, Any],
+        start_response: Callable[..., Any],
+        where: tuple[str, str],
+        rule: str,
+        reason: str,
+    ) -> list[bytes]:
+        """403 with the reason, recorded as an ``access-refused`` event of the link."""
+        self.events.emit(
+            AccessRefused(
+                **request_context(environ),
+                mailbox=where[0],
+                path=where[1],
+                operation=environ.get("REQUEST_METHOD", "").lower(),
+                status=403,
+                rule=rule,
+                reason=reason,
+            )
+        )
+        return plain_response(environ, start_response, 403, reason)
 
     def _login_refused(self, environ: dict[str, Any], token: str, outcome: str, code: int) -> None:
         """A wrong or throttled link password, as the link's pages report it too."""
