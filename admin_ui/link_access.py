@@ -14,6 +14,10 @@ Contract:
   ``IDLE`` seconds unused (each use re-signs it) and ``LIFETIME`` seconds
   after the password was given. The token is still looked up on every
   request: revocation and expiry act at once.
+- A link sent to a person with a one-time code (SecureTransfer) is opened by
+  the code (``davbox.codes``), then by a cookie ``__Host-davbox-code-<id>``
+  signed like the password one (its own salt) binding the link id, valid
+  ``LIFETIME`` seconds after the code was entered.
 - ``locate(link, sub)`` maps a path below the link ("" for the link itself)
   to an ``Item``, or None for anything outside the link: "." and ".." parts,
   NUL, symlinks anywhere on the way, anything below a file link, and things
@@ -44,6 +48,7 @@ from davbox.policies.base import Principal
 from davbox.providers.storage.filesystem import FilesystemStorage
 
 COOKIE_PREFIX = "__Host-davbox-link-"
+CODE_COOKIE_PREFIX = "__Host-davbox-code-"
 IDLE = 3600  # a remembered password unused this long must be given again
 LIFETIME = 12 * 3600  # and always this long after it was given
 RESIGN_AFTER = 300  # re-sign (extend the idle time) at most every five minutes
@@ -82,6 +87,7 @@ class LinkGate:
         self.db = db
         self.storage = storage
         self._signer = URLSafeTimedSerializer(db.server_secret(), salt="davbox link password")
+        self._code_signer = URLSafeTimedSerializer(db.server_secret(), salt="davbox link code")
         self._secret = db.server_secret()
 
     def find(self, token: str) -> Link | None:
@@ -128,6 +134,25 @@ class LinkGate:
         if now - signed.timestamp() < RESIGN_AFTER:
             return True, None
         return True, self._signer.dumps([link.id, fingerprint, given])
+
+    # -- the one-time code ----------------------------------------------------------
+
+    @staticmethod
+    def code_cookie_name(link: Link) -> str:
+        return f"{CODE_COOKIE_PREFIX}{link.id}"
+
+    def code_given(self, link: Link) -> str:
+        """The cookie value for a link whose one-time code was just entered."""
+        return self._code_signer.dumps([link.id])
+
+    def code_remembered(self, link: Link, value: str | None) -> bool:
+        if not value:
+            return False
+        try:
+            payload = self._code_signer.loads(value, max_age=LIFETIME)
+        except BadSignature:
+            return False
+        return payload == [link.id]
 
     # -- paths below the link -----------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 ::
 
-    POST   /s/<token>/uploads            {"name", "size", "folder"}
+    POST   /s/<token>/uploads            {"name", "size", "folder"[, "available_until"]}
                                          -> 201 {"id", "offset": 0, "chunk_size"}
     PUT    /s/<token>/uploads/<id>?offset=N   body: the next bytes (<= chunk_size)
                                          -> 200 {"offset"}
@@ -26,6 +26,10 @@ Contract:
 - The receipt names the file as uploaded; ``stored_as`` is added for write
   links when the name was taken and the file got a free one ("a (2).pdf").
   Drop links never learn whether a name existed.
+- ``available_until`` (optional): a date ("2026-12-31": the end of that day,
+  UTC) or time in the future when the uploader wants the file deleted (see
+  ``davbox.file_index``; a retention rule may delete it sooner). Set when
+  the upload finishes; a time that has passed or cannot be read is a 400.
 - Chunks are at most ``CHUNK_MAX`` bytes (the only requests of the web app
   allowed more than 64 KiB) and need a Content-Length.
 """
@@ -35,11 +39,13 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Iterator
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from werkzeug.exceptions import ClientDisconnected
 from werkzeug.wrappers import Response
 
+from davbox import file_index
 from davbox.admin_ui.link_access import LinkGate, Visit
 from davbox.policies.base import Operation
 from davbox.uploads import (
@@ -75,6 +81,8 @@ class LinkUploadApi:
         self.uploads = uploads
         self.gate = gate
         self.pages = pages
+        # upload id -> (mailbox, folder, end of availability) until it finishes
+        self._ends: dict[str, tuple[str, str, datetime]] = {}
 
     def _refusal(self, page: Page, visit: Visit | None) -> Response | None:
         """Why this request may not upload at all, or None."""
@@ -101,6 +109,15 @@ class LinkUploadApi:
             return _error(400, page._("Send the upload as JSON: name, size and folder."))
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             return _error(400, page._("The size must be a number of bytes."))
+        until = body.get("available_until")
+        end = None
+        if until is not None:
+            if not isinstance(until, str):
+                return _error(400, page._("The end of availability must be a date or time."))
+            try:
+                end = file_index.parse_moment(until + ("T23:59:59Z" if len(until) == 10 else ""))
+            except ValueError as exc:
+                return _error(400, str(exc))
         target = self._target(visit, folder)
         if target is None:
             return _error(404, page._("There is no such folder."))
@@ -108,6 +125,8 @@ class LinkUploadApi:
             upload_id = self.uploads.start(target, name, size, page.csrf, visit.context)
         except UploadRefused as exc:
             return _error(exc.status, exc.reason)
+        if end is not None:
+            self._ends[upload_id] = (target.box.name, target.folder_rel, end)
         return _json(201, {"id": upload_id, "offset": 0, "chunk_size": CHUNK_MAX})
 
     def step(self, page: Page, visit: Visit | None, upload_id: str) -> Response:
@@ -119,14 +138,19 @@ class LinkUploadApi:
         link_id = visit.link.id
         try:
             if method in ("GET", "HEAD"):
-                offset, size = self.uploads.status(upload_id, page.csrf, link_id)
-                return _json(200, {"offset": offset, "size": size})
+                offset, size, receiving = self.uploads.status(upload_id, page.csrf, link_id)
+                return _json(200, {"offset": offset, "size": size, "receiving": receiving})
             if method == "PUT":
                 return self._chunk(page, visit, upload_id)
             if method == "DELETE":
                 self.uploads.discard(upload_id, page.csrf, link_id)
                 return _json(204)
             receipt = self.uploads.finish(upload_id, page.csrf, link_id, visit.context)
+            ending = self._ends.pop(upload_id, None)
+            if ending is not None:
+                mailbox, folder_rel, end = ending
+                stored = folder_rel.rstrip("/") + "/" + receipt.stored_name
+                file_index.set_available_until(self.gate.db, mailbox, stored, end)
         except OffsetMismatch as exc:
             return _error(409, exc.reason, offset=exc.offset)
         except UploadRefused as exc:
@@ -167,7 +191,7 @@ class LinkUploadApi:
                 upload_id, page.csrf, visit.link.id, offset, blocks(), visit.context
             )
         except ClientDisconnected:
-            received, _size = self.uploads.status(upload_id, page.csrf, visit.link.id)
+            received, _size, _busy = self.uploads.status(upload_id, page.csrf, visit.link.id)
             return _error(400, page._("The chunk broke off."), offset=received)
         return _json(200, {"offset": offset})
 

@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote
 
 from werkzeug.routing import Rule
@@ -43,12 +43,17 @@ from davbox import links
 from davbox.admin_ui.downloads import file_response, zip_response
 from davbox.admin_ui.link_access import Item, LinkGate, Visit
 from davbox.admin_ui.link_api import LinkUploadApi
+from davbox.audit import AuditStore, AuditUnavailable
+from davbox.codes import CodeRefused, OneTimeCodes
+from davbox.dav.audit import CountedBody
 from davbox.events import (
     MAX_USER_AGENT,
     AccessRefused,
+    LinkCodeSent,
     LinkDownloaded,
     LinkViewed,
     LoginRefused,
+    LoginSucceeded,
 )
 from davbox.links import Link
 from davbox.policies.base import AccessRequest, Decision, Operation
@@ -66,6 +71,7 @@ RULES = [
     Rule("/s/<token>", endpoint="link", methods=["GET", "HEAD", "POST"]),
     Rule("/s/<token>/files/<path:sub>", endpoint="link_files", methods=["GET", "HEAD"]),
     Rule("/s/<token>/download", endpoint="link_download", methods=["GET", "HEAD"]),
+    Rule("/s/<token>/code", endpoint="link_code", methods=["GET", "POST"]),
     Rule("/s/<token>/zip", endpoint="link_zip", defaults={"sub": ""}, methods=["GET", "HEAD"]),
     Rule("/s/<token>/zip/<path:sub>", endpoint="link_zip", methods=["GET", "HEAD"]),
     Rule("/s/<token>/uploads", endpoint="link_upload_start", methods=["POST"]),
@@ -89,6 +95,14 @@ class Gone(Exception):
     """Answer the one 404 page of share links."""
 
 
+class Unavailable(Exception):
+    """Answer 503: the download could not be recorded, so it is not sent."""
+
+
+class CodeDue(Exception):
+    """The link asks for a one-time code and this browser has not entered it."""
+
+
 class PasswordDue(Exception):
     """The link has a password and this browser has not given it (or it was forgotten)."""
 
@@ -108,6 +122,16 @@ def _link_endpoint(method: Callable[..., Response]) -> Callable[..., Response]:
             response = self.web.render(page, "link_gone.html", 404)
         except PasswordDue as due:
             response = self._prompt(page, args["token"], due.link)
+        except CodeDue:
+            response = redirect(f"/s/{args['token']}/code", 303)
+        except Unavailable:
+            response = self.web.render(
+                page,
+                "message.html",
+                503,
+                title=page._("Not available right now"),
+                text=page._("The download cannot be recorded at the moment. Try again later."),
+            )
         response.headers.setdefault("X-Robots-Tag", "noindex, nofollow")
         return response
 
@@ -121,7 +145,11 @@ class LinkPages:
         uploads: ResumableUploads,
         gate: LinkGate,
         engine: PolicyEngine,
+        codes: OneTimeCodes | None = None,
+        audit: AuditStore | None = None,
     ) -> None:
+        self.codes = codes
+        self.audit = audit
         self.shares = shares
         self.uploads = uploads
         self.gate = gate
@@ -139,11 +167,13 @@ class LinkPages:
 
     # -- who is asking --------------------------------------------------------------
 
-    def visit(self, page: Page, token: str) -> Visit:
+    def visit(self, page: Page, token: str, *, code: bool = True) -> Visit:
         """The link of ``token`` opened for this browser.
 
         Raises ``Gone`` for every token that does not lead to a usable link,
-        ``PasswordDue`` while its password has not been given.
+        ``PasswordDue`` while its password has not been given, then
+        ``CodeDue`` while its one-time code has not been entered (unless
+        ``code`` is False: the code page itself).
         """
         link = self.gate.find(token)
         if link is None:
@@ -155,6 +185,10 @@ class LinkPages:
                 raise PasswordDue(link)
             if refreshed:
                 page.cookies.append((name, refreshed))
+        if code and link.needs_code:
+            given = page.request.cookies.get(self.gate.code_cookie_name(link))
+            if not self.gate.code_remembered(link, given):
+                raise CodeDue()
         box = self.shares.mailboxes_for(link)[link.mailbox]
         context = _context(page, link)
         return Visit(token, link, self.shares.principal_for(link), box, context)
@@ -246,26 +280,52 @@ class LinkPages:
         decision = self.judge(visit, item.rel, Operation.READ)
         if not decision.allowed:
             return self._refused(page, decision)
+        self._writable()
         response = file_response(item.fs, item.name, page.request.environ)
-        # Counted by what is sent, not by what was asked: a whole file, or a
-        # part from its first byte ("bytes=00-", "bytes=-N" of a short file, a
-        # failed If-Range all send the start of the file).
-        if page.request.method == "HEAD" or not _sends_the_start(response):
+        if page.request.method == "HEAD":
             return response
-        if not links.count_download(self.shares.db, visit.link.id):
+        # Counted against max_downloads by what is sent, not by what was asked:
+        # a whole file, or a part from its first byte ("bytes=00-", "bytes=-N"
+        # of a short file, a failed If-Range all send the start of the file).
+        if _sends_the_start(response) and not links.count_download(self.shares.db, visit.link.id):
             response.close()
             raise Gone()
-        self.shares.events.emit(
-            LinkDownloaded(
-                **visit.context,
-                actor=visit.principal.name,
-                mailbox=visit.box.name,
-                path=item.rel,
-                link_id=visit.link.id,
-                size=item.size,
+        self._record_when_sent(visit, item.rel, response)
+        return response
+
+    def _writable(self) -> None:
+        """Refuse a download (503) that could not be recorded: the audit trail is unwritable."""
+        if self.audit is not None:
+            try:
+                self.audit.check_writable()
+            except AuditUnavailable as exc:
+                raise Unavailable(str(exc)) from None
+
+    def _record_when_sent(
+        self, visit: Visit, rel: str, response: Response, *, archive: bool = False
+    ) -> None:
+        """Record a ``LinkDownloaded`` with the bytes sent when the answer ends (or breaks)."""
+        status = response.status_code
+        content_range = response.headers.get("Content-Range", "")
+
+        def report(sent: int, complete: bool) -> None:
+            self.shares.events.emit(
+                LinkDownloaded(
+                    **visit.context,
+                    actor=visit.principal.name,
+                    mailbox=visit.box.name,
+                    path=rel,
+                    status=status,
+                    link_id=visit.link.id,
+                    archive=archive,
+                    size=sent if status in (200, 206) else 0,
+                    range=content_range,
+                    complete=complete,
+                )
             )
-        )
-        return file_response(item.fs, item.name, page.request.environ)
+
+        body = cast("Iterable[bytes]", response.response)  # files and zips: bytes
+        response.response = CountedBody(body, report)
 
     @_link_endpoint
     def on_link_zip(self, page: Page, token: str, sub: str) -> Response:
@@ -277,20 +337,15 @@ class LinkPages:
         if not decision.allowed:
             return self._refused(page, decision)
         files, empty = self._zip_contents(visit, folder)
+        if page.request.method != "HEAD" and not links.count_download(
+            self.shares.db, visit.link.id
+        ):
+            raise Gone()
+        self._writable()
+        response = zip_response(files, empty, f"{folder.name or ZIP_NAME}.zip")
         if page.request.method != "HEAD":
-            if not links.count_download(self.shares.db, visit.link.id):
-                raise Gone()
-            self.shares.events.emit(
-                LinkDownloaded(
-                    **visit.context,
-                    actor=visit.principal.name,
-                    mailbox=visit.box.name,
-                    path=folder.rel,
-                    link_id=visit.link.id,
-                    archive=True,
-                )
-            )
-        return zip_response(files, empty, f"{folder.name or ZIP_NAME}.zip")
+            self._record_when_sent(visit, folder.rel, response, archive=True)
+        return response
 
     @_link_endpoint
     def on_link_other(self, page: Page, token: str, rest: str) -> Response:
@@ -307,10 +362,10 @@ class LinkPages:
         return self.api.step(page, self._api_visit(page, token), upload_id)
 
     def _api_visit(self, page: Page, token: str) -> Visit | None:
-        """The visit, or None while the password is due (the API answers 401, not a page)."""
+        """The visit, or None while the password or code is due (the API answers 401)."""
         try:
             return self.visit(page, token)
-        except PasswordDue:
+        except (PasswordDue, CodeDue):
             return None
 
     # -- helpers ------------------------------------------------------------------------
@@ -457,6 +512,88 @@ class LinkPages:
         page.cookies.append((self.gate.cookie_name(opened.link), self.gate.remember(opened.link)))
         return redirect(f"/s/{token}", 303)
 
+    # -- the one-time code (SecureTransfer) ---------------------------------------------
+
+    @_link_endpoint
+    def on_link_code(self, page: Page, token: str) -> Response:
+        """Ask for the link's one-time code: send one if none is pending, check what is entered."""
+        visit = self.visit(page, token, code=False)
+        link = visit.link
+        if not link.needs_code or self.codes is None:
+            return redirect(f"/s/{token}", 303)
+        if page.request.method == "POST":
+            if not self.web._csrf_ok(page):
+                return self.web._bad_form(page)
+            if "resend" in page.request.form:
+                return self._send_code(page, visit, again=True)
+            return self._check_code(page, visit)
+        if not self.codes.pending(link):
+            return self._send_code(page, visit, again=False)
+        return self._code_form(page, visit)
+
+    def _send_code(self, page: Page, visit: Visit, *, again: bool) -> Response:
+        assert self.codes is not None
+        link = visit.link
+        fields = {**visit.context, "actor": visit.principal.name, "mailbox": link.mailbox}
+        try:
+            self.codes.issue(link, page.lang)
+        except CodeRefused as refused:
+            if refused.reason == "too-soon":
+                note = page._("A code was sent a moment ago. Wait a minute before asking again.")
+                return self._code_form(page, visit, 429 if again else 200, error=note)
+            self.shares.events.emit(
+                LinkCodeSent(
+                    **fields, path=link.path, status=503, link_id=link.id, channel=link.code_channel
+                )
+            )
+            note = page._("The code could not be sent. Try again in a few minutes.")
+            return self._code_form(page, visit, 503, error=note)
+        self.shares.events.emit(
+            LinkCodeSent(
+                **fields, path=link.path, status=200, link_id=link.id, channel=link.code_channel
+            )
+        )
+        return self._code_form(page, visit, sent=True)
+
+    def _check_code(self, page: Page, visit: Visit) -> Response:
+        assert self.codes is not None
+        link = visit.link
+        fields = {**visit.context, "actor": visit.principal.name, "mailbox": link.mailbox}
+        result = self.codes.check(link, page.request.form.get("code", ""))
+        if result.ok:
+            self.shares.events.emit(LoginSucceeded(**fields, method="code", via="link"))
+            page.cookies.append((self.gate.code_cookie_name(link), self.gate.code_given(link)))
+            return redirect(f"/s/{visit.token}", 303)
+        outcome = "wrong-code" if result.outcome == "wrong" else f"code-{result.outcome}"
+        self.shares.events.emit(LoginRefused(**fields, outcome=outcome, status=401, via="link"))
+        if result.outcome == "wrong":
+            error = page._("That code is not right.")
+        else:
+            error = page._("That code can no longer be used. Ask for a new code.")
+        return self._code_form(page, visit, 401, error=error)
+
+    def _code_form(self, page: Page, visit: Visit, status: int = 200, **values: Any) -> Response:
+        link = visit.link
+        where = link.code_to if link.code_channel == "webhook" else link.recipient
+        return self.web.render(
+            page,
+            "link_code.html",
+            status,
+            base=f"/s/{visit.token}",
+            destination=mask(where or ""),
+            by_phone=link.code_channel == "webhook",
+            **values,
+        )
+
+
+def mask(where: str) -> str:
+    """Enough of an address or number to recognise it, not to learn it: j***@example.org."""
+    if "@" in where:
+        local, _, domain = where.rpartition("@")
+        return f"{local[:1]}***@{domain}"
+    digits = where.strip()
+    return "*" * max(len(digits) - 2, 0) + digits[-2:]
+
 
 def _context(page: Page, link: Link) -> dict[str, Any]:
     """Event fields of a request through ``link`` (its actor name is added by the caller)."""
@@ -465,6 +602,7 @@ def _context(page: Page, link: Link) -> dict[str, Any]:
         "request_id": environ.get("davbox.request_id", ""),
         "actor_kind": "link",
         "credential_id": link.id,
+        "email": link.recipient or "",
         "client": environ.get("REMOTE_ADDR", ""),
         "user_agent": environ.get("HTTP_USER_AGENT", "")[:MAX_USER_AGENT],
     }

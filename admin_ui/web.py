@@ -20,8 +20,17 @@ Contract:
 - Headers on every page: a strict Content-Security-Policy (no scripts),
   ``X-Frame-Options: DENY``, ``Referrer-Policy: no-referrer``, ``nosniff``.
 - Pages speak English or Dutch (``davbox.admin_ui.i18n``).
+- ``/register`` and ``/register/verify/<token>`` are self-registration
+  (``davbox.admin_ui.register_pages``), answered by the ``RegisterPages``
+  given to the app (404 without one: ``web.registration`` is off).
 - ``/s/<token>...`` are the share link pages (``davbox.admin_ui.link_pages``),
   answered by the ``LinkPages`` given to the app (404 without one).
+- ``/account/links`` and ``/account/files/...`` are the delivery reports
+  (``davbox.admin_ui.report_pages``), answered by the ``ReportPages`` given
+  to the app (404 without one).
+- ``/account/notifications`` is the account's notification settings
+  (``davbox.admin_ui.notify_pages``), answered by the ``NotifyPages`` given
+  to the app (404 without one).
 """
 
 from __future__ import annotations
@@ -50,6 +59,12 @@ from davbox.accounts import AdminError
 from davbox.admin_ui.i18n import environment, gettext, negotiate
 from davbox.admin_ui.link_pages import RULES as LINK_RULES
 from davbox.admin_ui.link_pages import LinkPages
+from davbox.admin_ui.notify_pages import RULES as NOTIFY_RULES
+from davbox.admin_ui.notify_pages import NotifyPages
+from davbox.admin_ui.register_pages import RULES as REGISTER_RULES
+from davbox.admin_ui.register_pages import RegisterPages
+from davbox.admin_ui.report_pages import RULES as REPORT_RULES
+from davbox.admin_ui.report_pages import ReportPages
 from davbox.db import Database
 from davbox.events import EventBus, LoginRefused, LoginSucceeded, request_context
 from davbox.passwords import validate_new_password
@@ -79,7 +94,10 @@ _ROUTES = Map(
         Rule("/account/2fa", endpoint="twofactor", methods=["GET", "HEAD", "POST"]),
         Rule("/account/app-passwords", endpoint="app_passwords", methods=["GET", "HEAD", "POST"]),
         Rule("/account/password", endpoint="password", methods=["GET", "HEAD", "POST"]),
+        *REGISTER_RULES,
         *LINK_RULES,
+        *REPORT_RULES,
+        *NOTIFY_RULES,
     ],
     strict_slashes=False,
 )
@@ -110,6 +128,9 @@ class WebApp:
         *,
         max_age: int,
         links: LinkPages | None = None,
+        registration: RegisterPages | None = None,
+        reports: ReportPages | None = None,
+        notifications: NotifyPages | None = None,
     ) -> None:
         self.db = db
         self.access = access
@@ -120,6 +141,15 @@ class WebApp:
         self.links = links
         if links is not None:
             links.attach(self)
+        self.registration = registration
+        if registration is not None:
+            registration.attach(self)
+        self.reports = reports
+        if reports is not None:
+            reports.attach(self)
+        self.notifications = notifications
+        if notifications is not None:
+            notifications.attach(self)
 
     # -- plumbing ---------------------------------------------------------
 
@@ -138,7 +168,15 @@ class WebApp:
         page.csrf = session.csrf if session else self._pre_csrf(page)
         try:
             endpoint, args = _ROUTES.bind_to_environ(environ).match()
-            owner = self.links if endpoint.startswith("link") else self
+            owner: Any = self
+            if endpoint.startswith("link"):
+                owner = self.links
+            elif endpoint.startswith("register"):
+                owner = self.registration
+            elif endpoint.startswith("report"):
+                owner = self.reports
+            elif endpoint.startswith("notify"):
+                owner = self.notifications
             if owner is None:
                 raise NotFound()
             response = getattr(owner, "on_" + endpoint)(page, **args)
@@ -188,6 +226,7 @@ class WebApp:
                 csrf=page.csrf,
                 path=page.request.path,
                 version=davbox.__version__,
+                register_open=self.registration is not None,
                 **values,
             )
         )

@@ -16,9 +16,13 @@ from typing import Any
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
+from davbox import codes
 from davbox.access import AccessService
 from davbox.admin_ui.link_access import LinkGate
 from davbox.admin_ui.link_pages import LinkPages
+from davbox.admin_ui.notify_pages import NotifyPages
+from davbox.admin_ui.register_pages import RegisterPages
+from davbox.admin_ui.report_pages import ReportPages
 from davbox.admin_ui.web import WebApp
 from davbox.audit import AuditSink, AuditStore
 from davbox.config import Settings
@@ -32,9 +36,18 @@ from davbox.dav.props import SqlPropertyManager
 from davbox.dav.provider import MailboxProvider
 from davbox.db import Database
 from davbox.dispatcher import DAV_PREFIX, Dispatcher
-from davbox.events import EventBus, LogSink
+from davbox.events import EventBus, LogSink, Sink
+from davbox.expiry import ExpiryJob, ExpiryScheduler, ExpiryWarnings
+from davbox.file_index import FileIndexSink
+from davbox.housekeeping import Housekeeping
+from davbox.jobs import JobLeases
+from davbox.mail import Outbox
+from davbox.mail.sender import MailSender
+from davbox.notify.digest import DigestScheduler
+from davbox.notify.sink import NotificationSink
+from davbox.notify.subscriptions import SubscriptionIndex
 from davbox.ocs import OcsApp
-from davbox.paths import database_url, storage_root
+from davbox.paths import base_url, database_url, storage_root
 from davbox.policies.engine import PolicyEngine
 from davbox.policies.registry import build_policies
 from davbox.providers.identity import IdentityProvider
@@ -69,6 +82,10 @@ class Runtime:
     events: EventBus
     shares: ShareService
     audit: AuditStore | None = None
+    outbox: Outbox | None = None
+    mail_sender: MailSender | None = None
+    digests: DigestScheduler | None = None
+    expiry: ExpiryScheduler | None = None
 
     @classmethod
     def create(cls, settings: Settings, data_dir: Path, config_path: Path | None = None) -> Runtime:
@@ -105,9 +122,65 @@ class Runtime:
         audit = AuditStore(db)
         # The audit sink first: if it cannot write, emit raises before anything
         # else has heard of the event, and the operation is refused.
-        events = EventBus([AuditSink(audit), LogSink()])
+        sinks: list[Sink] = [AuditSink(audit), LogSink(), FileIndexSink(db)]
+        outbox = Outbox(db, sender_domain=settings.mail.from_address.rpartition("@")[2])
+        if settings.mail.active:
+            # Last: it never raises, and it only hears of what was recorded.
+            sinks.append(NotificationSink(db, outbox, SubscriptionIndex(db), settings))
+        events = EventBus(sinks)
         shares = ShareService(db, storage, engine, access, events)
-        return cls(settings, data_dir, db, storage, access, sessions, engine, events, shares, audit)
+        return cls(
+            settings, data_dir, db, storage, access, sessions, engine, events, shares, audit, outbox
+        )
+
+    def expiry_job(self) -> ExpiryJob:
+        warnings = None
+        if self.outbox is not None and self.settings.mail.active:
+            login = f"{base_url(self.settings)}/login"
+            warnings = ExpiryWarnings(self.db, self.outbox, self.settings.mail.language, login)
+        return ExpiryJob(
+            self.db, self.storage, self.engine, self.events, self.audit, warnings=warnings
+        )
+
+    def housekeeping(self) -> Housekeeping:
+        return Housekeeping(
+            self.db,
+            self.storage,
+            self.sessions,
+            throttle_window=float(self.settings.auth.throttle_window),
+            audit=self.audit,
+            audit_keep_days=self.settings.audit.keep_days,
+            events=self.events,
+        )
+
+    def start_background(self) -> None:
+        """Start the server's own threads: the expiry job; mail sender and digests (mail on)."""
+        if self.settings.expiry.enabled and self.expiry is None:
+            self.expiry = ExpiryScheduler(
+                self.expiry_job(),
+                self.settings.expiry.interval,
+                self.housekeeping(),
+                JobLeases(self.db),
+            )
+            self.expiry.start()
+        if self.outbox is None or not self.settings.mail.active or self.mail_sender is not None:
+            return
+        self.mail_sender = MailSender(self.outbox, self.settings.mail)
+        self.mail_sender.start()
+        self.digests = DigestScheduler(self.db, self.outbox, self.settings)
+        self.digests.start()
+
+    def stop_background(self) -> None:
+        """Stop what ``start_background`` started (the mail in hand is finished)."""
+        if self.expiry is not None:
+            self.expiry.stop()
+            self.expiry = None
+        if self.digests is not None:
+            self.digests.stop()
+            self.digests = None
+        if self.mail_sender is not None:
+            self.mail_sender.stop()
+            self.mail_sender = None
 
     def dav_config(
         self,
@@ -137,6 +210,28 @@ class Runtime:
             "suppress_version_info": True,
             "hotfixes": {"re_encode_path_info": True, "emulate_win32_lastmod": True},
         }
+
+    def report_pages(self) -> ReportPages:
+        """The delivery report pages, reading this runtime's audit trail."""
+        from davbox.report_access import ReportAccess
+
+        store = self.audit or AuditStore(self.db)
+        return ReportPages(
+            store,
+            ReportAccess(self.db, self.access, self.shares),
+            self.events,
+            self.settings.server.public_url,
+        )
+
+    def register_pages(self) -> RegisterPages | None:
+        """The self-registration pages, if ``web.registration`` is on (mail is on then too)."""
+        settings = self.settings.web.registration
+        if not settings.enabled or self.outbox is None:
+            return None
+        from davbox.registration import Registrations
+
+        registrations = Registrations(self.db, self.outbox, settings, base_url(self.settings))
+        return RegisterPages(registrations, self.events)
 
     def wsgi_app(self) -> Dispatcher:
         logging.getLogger("wsgidav").setLevel(logging.ERROR)
@@ -169,6 +264,16 @@ class Runtime:
                 ResumableUploads(self.storage, self.engine, self.events),
                 LinkGate(self.db, self.storage),
                 self.engine,
+                codes.from_settings(self.settings, self.db, self.outbox),
+                self.audit,
+            ),
+            reports=self.report_pages(),
+            registration=self.register_pages(),
+            notifications=NotifyPages(
+                self.events,
+                audit=self.audit,
+                mail_active=self.settings.mail.active,
+                mail_language=self.settings.mail.language,
             ),
         )
         return Dispatcher(

@@ -33,19 +33,18 @@ Contract:
 from __future__ import annotations
 
 import atexit
+import collections
 import hashlib
 import hmac
 import json
 import logging
-import queue
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from davbox.db import Database
@@ -99,6 +98,7 @@ class Verdict:
     records: int
     problem: Problem | None
     last_hash: str
+    first: int = 1  # the first record's number (above 1 after old records were trimmed)
 
 
 class AuditStore:
@@ -194,29 +194,84 @@ class AuditStore:
     # -- reading ---------------------------------------------------------------
 
     def verify(self) -> Verdict:
-        """Walk the chain from the first record; the first problem found, if any."""
-        expected, prev, count = 1, GENESIS, 0
+        """Walk the chain from its first record (or the trim anchor); the first problem found."""
         with self.db.engine.connect() as conn:
             head = conn.execute(
-                select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == HEAD_ID)
+                select(
+                    AuditHead.seq,
+                    AuditHead.hash,
+                    AuditHead.anchor_seq,
+                    AuditHead.anchor_hash,
+                    AuditHead.anchor_seal,
+                ).where(AuditHead.id == HEAD_ID)
             ).first()
+            first, prev = 1, GENESIS
+            if head is not None and head.anchor_seq:
+                if not hmac.compare_digest(
+                    self._anchor_seal(head.anchor_seq, head.anchor_hash or ""),
+                    head.anchor_seal or "",
+                ):
+                    text = "its trim anchor (where the chain starts) is not sealed by this server"
+                    return Verdict(0, Problem(None, text), GENESIS)
+                first, prev = head.anchor_seq + 1, head.anchor_hash or ""
+            expected, count = first, 0
             rows = conn.execution_options(yield_per=500).execute(
                 select(AuditRecord).order_by(AuditRecord.seq)
             )
             for row in rows:
                 problem = self._check(row, expected, prev)
                 if problem is not None:
-                    return Verdict(count, problem, prev)
+                    return Verdict(count, problem, prev, first)
                 expected, prev, count = expected + 1, row.hash, count + 1
         if head is None:
-            return Verdict(count, Problem(None, "the chain head row is missing"), prev)
-        if head.seq != count or head.hash != prev:
-            if head.seq > count:
-                text = f"records {count + 1} to {head.seq} were removed from the end"
+            return Verdict(count, Problem(None, "the chain head row is missing"), prev, first)
+        last = expected - 1
+        if head.seq != last or head.hash != prev:
+            if head.seq > last:
+                text = f"records {last + 1} to {head.seq} were removed from the end"
             else:
-                text = f"it names record {head.seq} as the last, but the chain goes on to {count}"
-            return Verdict(count, Problem(None, text), prev)
-        return Verdict(count, None, prev)
+                text = f"it names record {head.seq} as the last, but the chain goes on to {last}"
+            return Verdict(count, Problem(None, text), prev, first)
+        return Verdict(count, None, prev, first)
+
+    def _anchor_seal(self, seq: int, digest: str) -> str:
+        return hmac.new(self.key, f"anchor\n{seq}\n{digest}".encode(), hashlib.sha256).hexdigest()
+
+    def trim(self, before: datetime) -> tuple[int, int]:
+        """Remove the records older than ``before``; return (how many, the new anchor's number).
+
+        In one transaction under the chain head's lock: the records up to the
+        newest one older than ``before`` go, and the head keeps that record's
+        number and hash as the chain's sealed starting point, so ``verify``
+        still checks every record that is left (and notices any removed
+        without moving the anchor). Raises ``AuditUnavailable``.
+        """
+        try:
+            with self.db.engine.begin() as conn:
+                conn.execute(
+                    update(AuditHead).where(AuditHead.id == HEAD_ID).values(seq=AuditHead.seq)
+                )
+                last = conn.execute(
+                    select(func.max(AuditRecord.seq)).where(AuditRecord.at < before)
+                ).scalar()
+                if last is None:
+                    return 0, 0
+                digest = conn.execute(
+                    select(AuditRecord.hash).where(AuditRecord.seq == last)
+                ).scalar_one()
+                removed = conn.execute(delete(AuditRecord).where(AuditRecord.seq <= last))
+                conn.execute(
+                    update(AuditHead)
+                    .where(AuditHead.id == HEAD_ID)
+                    .values(
+                        anchor_seq=last,
+                        anchor_hash=digest,
+                        anchor_seal=self._anchor_seal(last, digest),
+                    )
+                )
+                return int(removed.rowcount), int(last)  # type: ignore[attr-defined]
+        except SQLAlchemyError as exc:
+            raise AuditUnavailable(f"the audit trail cannot be trimmed: {_short(exc)}") from exc
 
     def _check(self, row: Any, expected: int, prev: str) -> Problem | None:
         seq = row.seq
@@ -310,32 +365,55 @@ class AuditSink:
     """The ``EventBus`` sink that seals every event; its failure fails the emit.
 
     Records of things already done that cannot be refused any more — finished
-    downloads, whose bytes are sent — go through a writer thread that seals
-    what has queued up in one transaction: a download does not wait for its
-    record, and many downloads share one commit. Everything else is written
-    before ``handle`` returns. A failed batch stays queued and is retried
-    every second (meanwhile ``check_writable`` refuses new downloads); at
-    exit the queue is written out (``close``, registered with ``atexit``).
+    downloads, whose bytes are sent — are not written by the request's
+    thread: they wait in memory and a writer thread seals what gathered
+    within ``LINGER`` seconds in one transaction, so a download does not wait
+    for its record and many downloads share one commit. Every other event is
+    written before ``handle`` returns, in one transaction with the downloads
+    still waiting before it: the chain keeps the order in which things
+    happened in this process (a file fetched and then moved has its download
+    record before its move record). A failed write keeps the waiting records
+    and is retried every second (meanwhile ``check_writable`` refuses new
+    downloads); at exit they are written out (``close``, via ``atexit``).
     """
 
-    AFTER_THE_FACT = frozenset({"download"})
+    AFTER_THE_FACT = frozenset({"download", "link-downloaded"})
+    LINGER = 0.025  # seconds the writer lets records gather after the first
 
     def __init__(self, store: AuditStore) -> None:
         self.store = store
-        self._queue: queue.SimpleQueue[Event | None] = queue.SimpleQueue()
+        self._waiting: collections.deque[Event] = collections.deque()  # appends are atomic
+        self._write_lock = threading.Lock()  # one writer of waiting records at a time
+        self._wake = threading.Event()
+        self._stop = threading.Event()
         self._writer: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._start_lock = threading.Lock()
 
     def handle(self, event: Event) -> None:
         if event.kind in self.AFTER_THE_FACT:
             self._start()
-            self._queue.put(event)
+            self._waiting.append(event)
+            self._wake.set()
         else:
-            self.store.append(event)
+            with self._write_lock:
+                waiting = self._take()
+                try:
+                    self.store.append_many([*waiting, event])
+                except AuditUnavailable:
+                    self._waiting.extendleft(reversed(waiting))
+                    raise
+
+    def _take(self) -> list[Event]:
+        taken: list[Event] = []
+        while True:
+            try:
+                taken.append(self._waiting.popleft())
+            except IndexError:
+                return taken
 
     def _start(self) -> None:
         if self._writer is None:
-            with self._lock:
+            with self._start_lock:
                 if self._writer is None:
                     self._writer = threading.Thread(
                         target=self._write, name="audit-writer", daemon=True
@@ -344,32 +422,37 @@ class AuditSink:
                     atexit.register(self.close)
 
     def _write(self) -> None:
-        stop = False
-        while not stop:
-            first = self._queue.get()
-            batch = [first] if first is not None else []
-            stop = first is None
-            while len(batch) < 1000:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stop = True
-                    break
-                batch.append(more)
-            while batch:
-                try:
-                    self.store.append_many(batch)
-                    batch = []
-                except AuditUnavailable:
-                    time.sleep(1)  # logged by the store; retried until it takes them
+        while True:
+            self._wake.wait()
+            self._stop.wait(self.LINGER)  # cut short by close()
+            self._wake.clear()
+            if self._flush():
+                if self._stop.is_set():
+                    return
+            elif self._stop.wait(1):  # logged by the store; retried until it takes them
+                return  # closing: what the store will not take is lost with the process
+            else:
+                self._wake.set()
+
+    def _flush(self) -> bool:
+        """Seal the waiting records; False (and they wait on) if the store refused."""
+        with self._write_lock:
+            waiting = self._take()
+            if not waiting:
+                return True
+            try:
+                self.store.append_many(waiting)
+            except AuditUnavailable:
+                self._waiting.extendleft(reversed(waiting))
+                return False
+            return True
 
     def close(self, timeout: float = 10) -> None:
-        """Write out what is queued, then stop the writer."""
+        """Write out what is waiting, then stop the writer."""
         writer = self._writer
         if writer is not None and writer.is_alive():
-            self._queue.put(None)
+            self._stop.set()
+            self._wake.set()
             writer.join(timeout)
 
 

@@ -18,14 +18,14 @@ Contract:
 - An exception that escapes an app is logged and answered 500 with a request
   id, never a traceback. With ``access_log`` on, one line per request is
   logged: client, user, method, path, status, duration (no query, no secrets:
-  share-link tokens in paths are shown as ``/s/-``).
+  share-link tokens in paths are shown as ``/s/-``, registration links'
+  as ``/register/verify/-``).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import secrets
 import time
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
@@ -33,7 +33,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from davbox.dav.links import is_link_path
-from davbox.http import plain_response, status_line
+from davbox.http import new_request_id, plain_response, status_line
 from davbox.proxies import ClientAddress
 
 _log = logging.getLogger("davbox.access")
@@ -45,6 +45,9 @@ DAV_PREFIX = "/dav"
 MAX_XML_BODY = 1024 * 1024
 # Share-link tokens are secrets: the access log shows /s/- instead.
 _LINK_TOKEN = re.compile(r"/s/[^/]+")
+# So are registration links: /register/verify/-.
+_REGISTER_TOKEN = re.compile(r"/register/verify/[^/]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class Dispatcher:
@@ -70,7 +73,7 @@ class Dispatcher:
     ) -> Iterator[bytes]:
         started = time.monotonic()
         outcome: dict[str, Any] = {"status": "-"}
-        environ["davbox.request_id"] = secrets.token_hex(8)
+        environ["davbox.request_id"] = new_request_id()
         self.client_address.apply(environ)
 
         def recording_start_response(
@@ -85,7 +88,7 @@ class Dispatcher:
         try:
             yield from self._route(environ, recording_start_response)
         except Exception:
-            request_id = environ.setdefault("davbox.request_id", secrets.token_hex(6))
+            request_id = environ.setdefault("davbox.request_id", new_request_id())
             _err.exception("request %s failed", request_id)
             if outcome["status"] == "-":
                 body = f"500 Internal Server Error (request id {request_id})\n".encode()
@@ -104,8 +107,11 @@ class Dispatcher:
                     environ.get("REMOTE_ADDR", "-"),
                     environ.get("wsgidav.auth.user_name", "-"),
                     environ.get("REQUEST_METHOD"),
-                    _LINK_TOKEN.sub(
-                        "/s/-", environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+                    _REGISTER_TOKEN.sub(
+                        "/register/verify/-",
+                        _LINK_TOKEN.sub(
+                            "/s/-", environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+                        ),
                     ),
                     outcome["status"],
                     (time.monotonic() - started) * 1000,
@@ -120,7 +126,7 @@ class Dispatcher:
             return plain_response(
                 environ, start_response, 400, "the request path is not valid UTF-8"
             )
-        if any(ord(ch) < 32 or ord(ch) == 127 for ch in path):
+        if _CONTROL.search(path):
             return plain_response(
                 environ, start_response, 400, "the request path contains control characters"
             )

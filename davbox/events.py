@@ -42,6 +42,7 @@ class Event:
     actor: str = ""
     actor_kind: str = ""
     credential_id: int | None = None
+    email: str = ""  # the external person behind a link sent to or asked of them
     client: str = ""
     user_agent: str = ""
     mailbox: str = ""
@@ -129,6 +130,88 @@ class LinkUsed(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class LinkCodeSent(Event):
+    """A one-time code for a link went to its recipient (``channel``: "mail" or "webhook").
+
+    ``status`` 200 when handed on; 503 when the channel failed (no code is valid then).
+    """
+
+    kind: ClassVar[str] = "link-code-sent"
+
+    link_id: int
+    channel: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegistrationRequested(Event):
+    """Someone asked for an account at ``/register`` (``email``: the address given).
+
+    ``outcome`` "link" (a verification link was mailed) or "notice" (the
+    address already has an account: a notice was mailed, no link). The page
+    answers both alike; only the audit trail tells them apart.
+    """
+
+    kind: ClassVar[str] = "registration-requested"
+
+    outcome: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegistrationRefused(Event):
+    """A registration or verification was refused (``reason``).
+
+    "domain" (the address is outside ``allowed_domains``), "address" (not a
+    mail address), "name" (not usable as an account name), "throttled", or
+    "link" (a verification link that is unknown, used, replaced or expired).
+    """
+
+    kind: ClassVar[str] = "registration-refused"
+
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccountRegistered(Event):
+    """A verification link was confirmed: the account ``actor`` now exists.
+
+    ``grants``: the "MAILBOX:role" pairs it was given (``web.registration.grants``).
+    """
+
+    kind: ClassVar[str] = "account-registered"
+
+    grants: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConfigReloaded(Event):
+    """The running server re-read its configuration file (``path``: that file).
+
+    ``outcome`` "applied" (``rules`` policies now in force) or "refused" (the
+    file has ``problems`` problems; the last good policies stay); ``trigger``
+    "file" (it changed) or "signal" (SIGHUP). The actor is "system".
+    """
+
+    kind: ClassVar[str] = "config-reload"
+
+    outcome: str
+    trigger: str
+    rules: int = 0
+    problems: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditTrimmed(Event):
+    """Audit records older than ``before`` (UTC ISO) were removed (``audit.keep_days``):
+    ``removed`` of them, up to record ``anchor``, where the chain now starts."""
+
+    kind: ClassVar[str] = "audit-trim"
+
+    removed: int
+    anchor: int
+    before: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class LinkViewed(Event):
     """A share link's page was shown (``page``: "folder", "file", "drop" or "password")."""
 
@@ -140,13 +223,20 @@ class LinkViewed(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class LinkDownloaded(Event):
-    """A file, or a folder as one zip (``archive``), was sent through a share link."""
+    """A file, or a folder as one zip (``archive``), was sent through a share link's pages.
+
+    Recorded when the answer ends: ``size`` is the bytes actually sent,
+    ``range`` the Content-Range of a partial (206) answer, ``complete`` False
+    when the browser went away before the end.
+    """
 
     kind: ClassVar[str] = "link-downloaded"
 
     link_id: int
     archive: bool = False
-    size: int | None = None  # None for a zip (streamed, its size is known only at the end)
+    size: int | None = None
+    range: str = ""
+    complete: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,6 +248,22 @@ class LinkUploaded(Event):
     link_id: int
     size: int
     sha256: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SubscriptionChanged(Event):
+    """An account changed its own notification settings (the web page).
+
+    ``setting``: "placed" or "fetched" for ``mailbox``, or "language" (no
+    mailbox); ``before``/``after``: "off", "immediate", "hourly" or "daily",
+    for the language "nl", "en" or "" (the server's ``mail.language``).
+    """
+
+    kind: ClassVar[str] = "subscription-changed"
+
+    setting: str
+    before: str
+    after: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -219,6 +325,22 @@ class Copied(Event):
 
     to_mailbox: str = ""
     to_path: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class FileExpired(Event):
+    """The expiry job deleted a file whose retention ran out (``rule``: the policy).
+
+    ``uploaded_at``: the server-recorded upload time it counted from (UTC ISO);
+    ``file_id``: the upload-time record it claimed. The actor is "system".
+    """
+
+    kind: ClassVar[str] = "expiry-delete"
+
+    rule: str
+    uploaded_at: str
+    size: int
+    file_id: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -316,7 +438,12 @@ def actor_details(principal: Principal | None) -> dict[str, Any]:
     if principal.kind == "link":
         number = principal.name.removeprefix("link-")
         credential = int(number) if number.isdigit() else None
-        return {"actor": principal.name, "actor_kind": "link", "credential_id": credential}
+        return {
+            "actor": principal.name,
+            "actor_kind": "link",
+            "credential_id": credential,
+            "email": principal.email or "",
+        }
     if principal.kind == "user" and principal.credential_id is not None:
         return {
             "actor": principal.name,
@@ -341,3 +468,18 @@ def request_context(environ: dict[str, Any]) -> dict[str, Any]:
         "client": environ.get("REMOTE_ADDR", ""),
         "user_agent": environ.get("HTTP_USER_AGENT", "")[:MAX_USER_AGENT],
     }
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportViewed(Event):
+    """A delivery report was shown or downloaded (``davbox.reports``).
+
+    ``report``: "link", "file" or "links" (an account's overview);
+    ``format``: "html", "pdf", "table" or "json"; ``link_id`` for a link's.
+    """
+
+    kind: ClassVar[str] = "report-viewed"
+
+    report: str
+    format: str
+    link_id: int | None = None

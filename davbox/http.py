@@ -9,9 +9,21 @@ not try to drain a stalled or dead connection.
 
 from __future__ import annotations
 
+import os
+import random
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
+
+# Request ids name a request in logs, audit records and error pages; they are
+# not secrets, only unique, so they come from a generator seeded once from the
+# OS (os.urandom per request costs more than the rest of a small GET here).
+_ids = random.Random(os.urandom(32))
+
+
+def new_request_id() -> str:
+    """A fresh 16-hex-digit request id (unique in practice, not unpredictable)."""
+    return f"{_ids.getrandbits(64):016x}"
 
 
 def status_line(code: int) -> str:

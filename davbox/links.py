@@ -48,6 +48,7 @@ from davbox.db.models import Mailbox, ShareLink, User
 from davbox.passwords import dummy_verify, hash_password, validate_new_password, verify_password
 
 PERMISSIONS = {"read": "reader", "drop": "dropper", "write": "member"}
+CODE_CHANNELS = ("", "mail", "webhook")
 TOKEN_BYTES = 24  # 192 bits; token_urlsafe gives 32 characters
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{20,64}$")
 REMEMBER_PASSWORD = 300.0  # seconds, as auth.cache_ttl's default for account passwords
@@ -78,6 +79,14 @@ class Link:
     max_downloads: int | None
     downloads: int
     revoked_at: datetime | None
+    recipient: str | None = None  # SecureTransfer: whom it was sent to or asked of
+    code_channel: str = ""  # "" no one-time code; "mail" or "webhook" (davbox.codes)
+    code_to: str | None = None  # where the code goes: a phone number for "webhook"
+
+    @property
+    def needs_code(self) -> bool:
+        """Whether a one-time code must be entered before the link can be used."""
+        return bool(self.code_channel)
 
     @property
     def role(self) -> str:
@@ -183,6 +192,9 @@ def _info(row: ShareLink, mailbox: Mailbox, creator: str | None) -> Link:
         max_downloads=row.max_downloads,
         downloads=row.downloads,
         revoked_at=row.revoked_at,
+        recipient=row.recipient,
+        code_channel=row.code_channel or "",
+        code_to=row.code_to,
     )
 
 
@@ -208,9 +220,16 @@ def create(
     upload_window: timedelta | None = None,
     label: str = "",
     note: str = "",
+    recipient: str | None = None,
+    code_channel: str = "",
+    code_to: str | None = None,
     now: datetime | None = None,
 ) -> tuple[Link, str]:
-    """Store a new link; return it and its token (the caller checked path and policy)."""
+    """Store a new link; return it and its token (the caller checked path and policy).
+
+    ``recipient``, ``code_channel`` and ``code_to`` are SecureTransfer's
+    (``davbox.transfer``): the caller has checked the addresses.
+    """
     now = now or datetime.now(UTC)
     if permission not in PERMISSIONS:
         raise LinkError(f"unknown permission {permission!r}; use read, drop or write")
@@ -227,6 +246,10 @@ def create(
             validate_new_password(password)
         except ValueError as exc:
             raise LinkError(f"link password: {exc}") from None
+    if code_channel not in CODE_CHANNELS:
+        raise LinkError(f"unknown code channel {code_channel!r}; use mail or webhook")
+    if code_channel and not (code_to or recipient):
+        raise LinkError("a one-time code needs someone to send it to")
     if len(label) > 256 or len(note) > 4000:
         raise LinkError("the label is limited to 256 characters, the note to 4000")
     token = secrets.token_urlsafe(TOKEN_BYTES)
@@ -244,6 +267,9 @@ def create(
             created_by=creator.id if creator else None,
             label=label,
             note=note,
+            recipient=recipient,
+            code_channel=code_channel,
+            code_to=code_to,
             created_at=now,
             expires_at=expires_at,
             upload_until=now + upload_window if upload_window else None,

@@ -7,6 +7,8 @@ running ones at once (requests in flight finish under the rules they started
 with); an invalid file keeps the last good policies and logs one line per
 problem as ``file:line: key.path: message``. Settings other than ``policies``
 take effect at the next start (a log line says so when they differ).
+Every reload, applied or refused, is a ``ConfigReloaded`` event (audit
+trail); new policies that cannot be recorded are not applied (fail closed).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from davbox.audit import AuditUnavailable
 from davbox.config import ConfigError, Settings, settings_from_text
+from davbox.events import ConfigReloaded, EventBus
 from davbox.policies.engine import PolicyEngine
 from davbox.policies.registry import build_policies
 
@@ -27,8 +31,15 @@ _log = logging.getLogger("davbox.reload")
 
 class PolicyReloader:
     def __init__(
-        self, path: Path, engine: PolicyEngine, settings: Settings, interval: float = 1.0
+        self,
+        path: Path,
+        engine: PolicyEngine,
+        settings: Settings,
+        interval: float = 1.0,
+        events: EventBus | None = None,
     ) -> None:
+        self.events = events
+        self._trigger = "file"
         self.path = path
         self.engine = engine
         self.settings = settings
@@ -49,6 +60,7 @@ class PolicyReloader:
 
     def _on_hangup(self, _signum: int, _frame: Any) -> None:
         self._stamp = None  # reload even if the file looks unchanged
+        self._trigger = "signal"
         self._wake.set()
 
     def _read_stamp(self) -> tuple[int, int, int] | None:
@@ -65,12 +77,13 @@ class PolicyReloader:
             stamp = self._read_stamp()
             if stamp is not None and stamp != self._stamp:
                 self._stamp = stamp
+                trigger, self._trigger = self._trigger, "file"
                 try:
-                    self.reload()
+                    self.reload(trigger)
                 except Exception:  # the watcher must outlive any bad edit
                     _log.exception("policy reload failed; keeping the current policies")
 
-    def reload(self) -> bool:
+    def reload(self, trigger: str = "file") -> bool:
         """Re-read the file now; True if new policies are in force."""
         try:
             text = self.path.read_text(encoding="utf-8")
@@ -79,6 +92,7 @@ class PolicyReloader:
             _log.error(
                 "policy reload refused: %s: %s; keeping the current policies", self.path, exc
             )
+            self._record("refused", trigger, problems=1)
             return False
         except ConfigError as exc:
             for problem in exc.problems:
@@ -86,12 +100,17 @@ class PolicyReloader:
             _log.error(
                 "keeping the current policies (%d problem(s) in %s)", len(exc.problems), self.path
             )
+            self._record("refused", trigger, problems=len(exc.problems))
             return False
         try:
             policies, _ = build_policies(settings.policies, {}, str(self.path))
         except Exception:
             # A third-party policy failing to start must not end hot reload.
             _log.exception("policy reload refused: a policy failed to start; keeping the current")
+            self._record("refused", trigger, problems=1)
+            return False
+        if not self._record("applied", trigger, rules=len(policies)):
+            _log.error("policy reload not applied: the audit trail cannot record it")
             return False
         self.engine.replace(policies)
         _log.info("policies reloaded from %s: %d rule(s) in force", self.path, len(policies))
@@ -102,4 +121,24 @@ class PolicyReloader:
                 "settings other than policies changed in %s: they apply at the next start",
                 self.path,
             )
+        return True
+
+    def _record(self, outcome: str, trigger: str, *, rules: int = 0, problems: int = 0) -> bool:
+        """Emit the reload's event; False if the audit trail could not take it."""
+        if self.events is None:
+            return True
+        try:
+            self.events.emit(
+                ConfigReloaded(
+                    actor="system",
+                    actor_kind="system",
+                    path=str(self.path),
+                    outcome=outcome,
+                    trigger=trigger,
+                    rules=rules,
+                    problems=problems,
+                )
+            )
+        except AuditUnavailable:
+            return False
         return True

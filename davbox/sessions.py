@@ -202,8 +202,13 @@ class SessionStore:
             self.absolute_timeout
         )
 
-    def _sweep(self, session: Session, now: float) -> None:
-        session.execute(
+    def sweep(self, now: float | None = None) -> int:
+        """Remove the sessions that have timed out; how many went."""
+        with self.db.session() as session:
+            return self._sweep(session, time.time() if now is None else now)
+
+    def _sweep(self, session: Session, now: float) -> int:
+        return session.execute(  # type: ignore[attr-defined, no-any-return]
             delete(WebSession).where(
                 ((WebSession.stage == "full") & (WebSession.last_seen < now - self.idle_timeout))
                 | (WebSession.created_at < now - self.absolute_timeout)
@@ -212,4 +217,4 @@ class SessionStore:
                     & (WebSession.created_at < now - self.step_timeout)
                 )
             )
-        )
+        ).rowcount

@@ -129,17 +129,32 @@ class ShareService:
         upload_window: timedelta | None = None,
         label: str = "",
         note: str = "",
+        recipient: str | None = None,
+        code_channel: str = "",
+        code_to: str | None = None,
         client: str = "",
         request: dict[str, Any] | None = None,
     ) -> tuple[Link, str]:
-        """Make a link to ``MAILBOX/PATH``; return it and its token (shown once)."""
+        """Make a link to ``MAILBOX/PATH``; return it and its token (shown once).
+
+        ``recipient``/``code_channel``/``code_to``: see ``davbox.transfer``; a
+        one-time code satisfies a policy's ``require_password``.
+        """
         now = datetime.now(UTC)
         mailbox, path = split_target(target)
         box = self._mailbox(creator, mailbox)
         principal = creator or Principal("admin", "admin")
         context = _context(principal, client, request)
         self._check(
-            principal, box, path, permission, password is not None, expires_at, now, context
+            principal,
+            box,
+            path,
+            permission,
+            password is not None,
+            expires_at,
+            now,
+            context,
+            has_code=bool(code_channel),
         )
         is_folder = self._kind_of(box, path)
         link, token = links.create(
@@ -155,6 +170,9 @@ class ShareService:
             upload_window=upload_window,
             label=label,
             note=note,
+            recipient=recipient,
+            code_channel=code_channel,
+            code_to=code_to,
             now=now,
         )
         self.events.emit(
@@ -215,6 +233,7 @@ class ShareService:
             change.expires_at if change.set_expiry else link.expires_at,
             now,
             context,
+            has_code=link.needs_code,
         )
         link = links.change(self.db, link_id, change, now)
         self.events.emit(
@@ -246,6 +265,8 @@ class ShareService:
         expires_at: datetime | None,
         now: datetime,
         context: dict[str, Any],
+        *,
+        has_code: bool = False,
     ) -> None:
         """The share right and the ``links`` policies; raise ``LinkRefused`` (an event too)."""
         decision = self.engine.check_link(
@@ -257,6 +278,7 @@ class ShareService:
                 permission,
                 has_password=has_password,
                 expires_in=expires_at - now if expires_at else None,
+                has_code=has_code,
             )
         )
         if not decision.allowed:
@@ -325,6 +347,7 @@ class ShareService:
             f"link-{link.id}",
             read_only=link.permission == "read",
             second_factor=True,
+            email=link.recipient,
         )
 
     @staticmethod

@@ -17,7 +17,8 @@ Contract:
   and to ``engine.upload_limit`` (size and quota rules): past either the
   upload is discarded whole and ``UploadRefused`` carries the policy's status
   and reason. Bytes of a chunk that broke off half-way stay (they are a
-  correct prefix): ``status`` then tells where to go on.
+  correct prefix): ``status`` then tells where to go on (it waits a moment
+  for a chunk still arriving, and says if one still is).
 - ``finish(id, owner)`` needs every declared byte; it asks the policies once
   more with the real size and the first bytes (content checks), then commits
   under the mailbox's commit lock: fsync, linked in under the wanted name or,
@@ -229,11 +230,23 @@ class ResumableUploads:
             upload.touched = time.monotonic()
             upload.lock.release()
 
-    def status(self, upload_id: str, owner: str, link_id: int) -> tuple[int, int]:
-        """(bytes received so far, declared size)."""
+    def status(
+        self, upload_id: str, owner: str, link_id: int, settle: float = 2.0
+    ) -> tuple[int, int, bool]:
+        """(bytes received so far, declared size, whether a chunk is still arriving).
+
+        A chunk whose connection broke off may still be read for a moment; the
+        status waits up to ``settle`` seconds for it to end, so the offset it
+        gives is where the client goes on. The flag says it has not ended yet.
+        """
         upload = self._get(upload_id, owner, link_id)
-        upload.touched = time.monotonic()
-        return upload.writer.received, upload.size
+        settled = upload.lock.acquire(timeout=settle)
+        try:
+            upload.touched = time.monotonic()
+            return upload.writer.received, upload.size, not settled
+        finally:
+            if settled:
+                upload.lock.release()
 
     def finish(self, upload_id: str, owner: str, link_id: int, context: dict[str, Any]) -> Receipt:
         """Judge the whole file once more, then make it appear in the mailbox."""

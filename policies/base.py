@@ -67,6 +67,8 @@ class Principal:
     second_factor: bool = False
     #: The app password's id when logged in with one (for the audit trail).
     credential_id: int | None = None
+    #: For a link sent to or asked of a person (SecureTransfer): their address.
+    email: str | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,7 @@ class LinkRequest:
     permission: str  # read, drop or write
     has_password: bool
     expires_in: timedelta | None
+    has_code: bool = False  # its recipient must enter a one-time code first (SecureTransfer)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ Options (besides the matching keys; ``principals`` names the creators,
 
     - type: links
       name: links-need-password-and-expire
-      require_password: true     # no link without a password
+      require_password: true     # no link without a password (or, for a link sent
+                                 # to a person, a one-time code: davbox send)
       max_expiry: 14d            # every link expires, at most 14 days out
       permissions: [read, drop]  # no read-write links
 
@@ -51,8 +52,10 @@ class LinkPolicy(Policy):
                 f"{request.permission} links are not allowed {where} (allowed: {allowed})",
                 rule=self.label,
             )
-        if opts.require_password and not request.has_password:
-            return Decision.deny(f"links {where} need a password", rule=self.label)
+        if opts.require_password and not (request.has_password or request.has_code):
+            return Decision.deny(
+                f"links {where} need a password (or a one-time code)", rule=self.label
+            )
         if opts.max_expiry is not None:
             limit = parse_duration(opts.max_expiry)
             if request.expires_in is None or request.expires_in > limit:

@@ -21,11 +21,20 @@ from davbox.config.yamlsource import ConfigProblem, LineDict
 from davbox.policies.base import Policy
 from davbox.policies.limits import DenyPolicy, ExtensionPolicy, QuotaPolicy, SizePolicy
 from davbox.policies.links import LinkPolicy
+from davbox.policies.retention import RetentionPolicy
 from davbox.policies.twofactor import TwoFactorPolicy
 
 BUILTINS: dict[str, type[Policy]] = {
     cls.name: cls
-    for cls in (SizePolicy, ExtensionPolicy, QuotaPolicy, DenyPolicy, TwoFactorPolicy, LinkPolicy)
+    for cls in (
+        SizePolicy,
+        ExtensionPolicy,
+        QuotaPolicy,
+        DenyPolicy,
+        TwoFactorPolicy,
+        LinkPolicy,
+        RetentionPolicy,
+    )
 }
 
 

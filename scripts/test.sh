@@ -25,4 +25,5 @@ fi
 python3 -m pip install -q -e ".[test]"
 python3 -m ruff check .
 python3 -m mypy davbox policies providers admin_ui
-python3 -m pytest "$@"
+# One worker per core; a test module's tests stay in one worker (they share servers).
+python3 -m pytest -n auto --dist loadfile "$@"

@@ -80,8 +80,23 @@ class DavboxServer:
         data = yaml.safe_load(text) or {}
         data.setdefault("auth", {})["two_factor_for"] = []
         path = self.data_dir.parent / f"{self.data_dir.name}-config.yaml"
-        path.write_text(yaml.safe_dump(data))
+        text = yaml.safe_dump(data)
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)  # only on a change: the server reloads a touched file
         return path
+
+    def log_text(self, until: str | None = None, timeout: float = 10) -> str:
+        """The server's log; with ``until``, once a line matches that regex (or at the timeout).
+
+        The server writes log lines from a queue on its own thread, so a line may
+        reach the file a moment after the response that caused it.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.log_path.read_text()
+            if until is None or re.search(until, text) or time.monotonic() > deadline:
+                return text
+            time.sleep(0.05)
 
     def start(self, timeout: float = 30) -> DavboxServer:
         with open(self.log_path, "a") as log:
@@ -173,6 +188,18 @@ class DavboxServer:
     def add_user(self, name: str, password: str = PASSWORD) -> tuple[str, str]:
         accounts.add_user(self.database(), name, password)
         return name, password
+
+    def storage_dir(self, mailbox: str) -> Path:
+        """The folder holding ``mailbox``'s files (embedded SQLite database only)."""
+        from sqlalchemy import select
+
+        from davbox.db.models import Mailbox
+
+        with self.database().session() as session:
+            key = session.execute(
+                select(Mailbox.storage_key).where(Mailbox.name == mailbox)
+            ).scalar_one()
+        return self.data_dir / "storage" / "mailboxes" / key
 
     def mailbox(self, name: str, **grants: str) -> str:
         """Create mailbox ``name`` and grant ``user=role`` (``@group=role``) for each keyword."""

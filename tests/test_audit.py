@@ -18,8 +18,10 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +31,21 @@ from sqlalchemy import select
 
 from davbox.db.models import Mailbox
 from tests.davserver import PASSWORD, DavboxServer
+from tests.smtpd import SmtpServer
 from tests.test_web_login import WebClient
 
 CONFIG = """
 auth:
   throttle_address_failures: 100000
   throttle_account_failures: 4
+expiry:
+  enabled: false
+mail:
+  host: 127.0.0.1
+  port: {smtp_port}
+  security: none
+  from_address: davbox@example.org
+  poll_interval: 0.2
 policies:
   - name: box-types
     type: extensions
@@ -44,6 +55,11 @@ policies:
     type: links
     mailboxes: [strict]
     require_password: true
+  - name: box-expiring-1-hour
+    type: retention
+    mailboxes: [box]
+    paths: ["/expiring/*"]
+    delete_after: 1h
 """
 ALICE = ("alice", PASSWORD)
 LOCK_BODY = (
@@ -59,9 +75,16 @@ SHARES = "/ocs/v2.php/apps/files_sharing/api/v1/shares"
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[DavboxServer]:
+def smtp() -> Iterator[SmtpServer]:
+    mail = SmtpServer().start()
+    yield mail
+    mail.stop()
+
+
+@pytest.fixture
+def server(tmp_path: Path, smtp: SmtpServer) -> Iterator[DavboxServer]:
     config = tmp_path / "config.yaml"
-    config.write_text(CONFIG)
+    config.write_text(CONFIG.format(smtp_port=smtp.port))
     srv = DavboxServer(tmp_path / "data", config=config).start()
     srv.add_user("alice")
     srv.add_user("victim")
@@ -128,7 +151,7 @@ def share(server: DavboxServer, target: str, permission: str) -> tuple[int, str]
     return link_id, token
 
 
-def test_every_operation_leaves_exactly_one_record(server: DavboxServer) -> None:
+def test_every_operation_leaves_exactly_one_record(server: DavboxServer, smtp: SmtpServer) -> None:
     s = Script(server)
     before = len(records(server))
     app = server.cli("app-password", "create", "alice", "--label", "sync").stdout
@@ -283,7 +306,12 @@ def test_every_operation_leaves_exactly_one_record(server: DavboxServer) -> None
         assert browser.get(f"/s/{read_token}").status_code == 200
         s.expect(("link-viewed", read_actor, "box", "/in", None))
         assert browser.get(f"/s/{read_token}/files/f{i}.txt").status_code == 200
-        s.expect(("link-downloaded", read_actor, "box", f"/in/f{i}.txt", None))
+        s.expect(("link-downloaded", read_actor, "box", f"/in/f{i}.txt", 200))
+        part = browser.request(
+            "GET", f"/s/{read_token}/files/f{i}.txt", headers={"Range": "bytes=1-2"}
+        )
+        assert part.status_code == 206  # not from the start: no download counted, but recorded
+        s.expect(("link-downloaded", read_actor, "box", f"/in/f{i}.txt", 206))
     page = browser.get(f"/s/{drop_token}")
     s.expect(("link-viewed", drop_actor, "box", "/in", None))
     csrf = re.search(r'data-csrf="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
@@ -336,6 +364,62 @@ def test_every_operation_leaves_exactly_one_record(server: DavboxServer) -> None
     s.expect(("login-refused", "alice", "", "", 401))
     assert web.log_in("alice").status_code == 303
     s.expect(("login-succeeded", "alice", "", "", None))
+
+    # -- delivery reports on the web ---------------------------------------------------------
+    assert web.get(f"/account/links/{read_id}").status_code == 200
+    s.expect(("report-viewed", "alice", "box", "/in", 200))
+    assert web.get(f"/account/links/{read_id}?format=pdf").status_code == 200
+    s.expect(("report-viewed", "alice", "box", "/in", 200))
+
+    # -- SecureTransfer: a link sent with a code, its page, a wrong and a right code ----------
+    sent = server.cli("send", "box/in/f1.txt", "--to", "ext@example.org", "--as", "alice")
+    sent_id = int(re.search(r"link (\d+)", sent.stdout).group(1))  # type: ignore[union-attr]
+    sent_token = re.search(r"/s/(\S+)", sent.stdout).group(1)  # type: ignore[union-attr]
+    s.expect(("link-created", "alice", "box", "/in/f1.txt", None))
+    sent_actor = f"link-{sent_id}"
+    external = WebClient(server)
+    assert external.get(f"/s/{sent_token}/code").status_code == 200
+    s.expect(("link-code-sent", sent_actor, "box", "/in/f1.txt", 200))
+    code_mail = next(
+        m for m in smtp.wait_for(2) if m.envelope_to == ["ext@example.org"] and "code" in m.subject
+    )
+    code = re.search(r"^\s+(\d{6})$", code_mail.text, re.MULTILINE).group(1)  # type: ignore[union-attr]
+    wrong = external.post(
+        f"/s/{sent_token}/code",
+        {"csrf": external.csrf, "code": str((int(code) + 1) % 10**6).zfill(6)},
+    )
+    assert wrong.status_code == 401
+    s.expect(("login-refused", sent_actor, "box", "", 401))
+    assert (
+        external.post(f"/s/{sent_token}/code", {"csrf": external.csrf, "code": code}).status_code
+        == 303
+    )
+    s.expect(("login-succeeded", sent_actor, "box", "", None))
+    assert external.get(f"/s/{sent_token}/download").status_code == 200
+    s.expect(("link-downloaded", sent_actor, "box", "/in/f1.txt", 200))
+    refused_dav = requests.get(f"{server.url}/s/{sent_token}/dav/", timeout=10)
+    assert refused_dav.status_code == 403
+    s.expect(("access-refused", sent_actor, "box", "/in/f1.txt", 403))
+
+    # -- the expiry job, and a configuration reload -----------------------------------------------
+    s.dav("MKCOL", "box/expiring", 201, ("mkcol", "alice", "box", "/expiring", 201))
+    s.dav(
+        "PUT",
+        "box/expiring/old.txt",
+        201,
+        ("upload", "alice", "box", "/expiring/old.txt", 201),
+        data=b"o",
+    )
+    later = (datetime.now(UTC) + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S")
+    assert server.cli("expiry", "run", "--now", later).stdout.endswith("1 file(s) deleted\n")
+    s.expect(("expiry-delete", "system", "box", "/expiring/old.txt", 204))
+    watched = server._config_file()
+    watched.write_text(watched.read_text() + "\n# touched\n")
+    deadline = time.monotonic() + 10
+    while not any(r["kind"] == "config-reload" for r in records(server)[before:]):
+        assert time.monotonic() < deadline, "the configuration was not reloaded"
+        time.sleep(0.2)
+    s.expect(("config-reload", "system", "", str(watched), None))
 
     found = records(server)[before:]
     assert s.operations >= 200
@@ -597,6 +681,89 @@ def test_appends_from_many_threads_and_engines_form_one_chain(tmp_path: Path) ->
     assert verdict.problem is None and verdict.records == 200
     first.dispose()
     second.dispose()
+
+
+def test_trimming_keeps_a_sealed_anchor_that_verify_checks(tmp_path: Path) -> None:
+    from davbox.audit import AuditStore
+    from davbox.db import Database
+    from davbox.events import Deleted
+
+    db = Database(f"sqlite:///{tmp_path / 'a.db'}")
+    db.upgrade()
+    store = AuditStore(db)
+    old = datetime.now(UTC) - timedelta(days=400)
+    for i in range(10):
+        store.append(Deleted(actor="a", mailbox="m", path=f"/old{i}", time=old))
+    for i in range(5):
+        store.append(Deleted(actor="a", mailbox="m", path=f"/new{i}"))
+    assert store.trim(datetime.now(UTC) - timedelta(days=365)) == (10, 10)
+    verdict = store.verify()
+    assert verdict.problem is None and verdict.records == 5 and verdict.first == 11
+    assert store.trim(datetime.now(UTC) - timedelta(days=365)) == (0, 0)  # again: nothing
+
+    def broken(sql: str) -> str:
+        with sqlite3.connect(tmp_path / "a.db") as conn:
+            conn.execute(sql)
+        problem = store.verify().problem
+        assert problem is not None
+        return str(problem)
+
+    assert "trim anchor" in broken("UPDATE audit_head SET anchor_seq = 11")  # moved by hand
+    assert "trim anchor" in broken("UPDATE audit_head SET anchor_seq = 10, anchor_hash = 'x'")
+    db.dispose()
+    db = Database(f"sqlite:///{tmp_path / 'a.db'}")
+    store = AuditStore(db)
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE audit_head SET anchor_hash = NULL")
+    assert "trim anchor" in str(store.verify().problem)
+
+
+def test_download_records_are_batched_but_keep_their_place(tmp_path: Path) -> None:
+    """Downloads are sealed later and together, yet before any record of what came after;
+    while the store refuses, they wait (and the refused operation's record is not written)."""
+    import time
+
+    from davbox.audit import AuditSink, AuditStore, AuditUnavailable
+    from davbox.db import Database
+    from davbox.events import Deleted, Downloaded
+
+    db = Database(f"sqlite:///{tmp_path / 'a.db'}")
+    db.upgrade()
+    store = AuditStore(db)
+    sink = AuditSink(store)
+    sink.LINGER = 30  # the writer would wait that long: only the next sync record writes them
+    for i in range(5):
+        sink.handle(Downloaded(actor="a", mailbox="m", path=f"/{i}", size=i))
+    assert list(store.query()) == []
+    sink.handle(Deleted(actor="a", mailbox="m", path="/0"))
+    assert [(r["kind"], r["path"]) for r in store.query()] == [
+        *[("download", f"/{i}") for i in range(5)],
+        ("delete", "/0"),
+    ]
+
+    sink.handle(Downloaded(actor="a", mailbox="m", path="/1", size=1))
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE audit_head")  # the store cannot write any more
+    with pytest.raises(AuditUnavailable):
+        sink.handle(Deleted(actor="a", mailbox="m", path="/1"))
+    assert len(list(store.query())) == 6
+    assert [event.path for event in sink._waiting] == ["/1"]  # still waiting, not lost
+    sink.close(timeout=5)  # (the store stays broken: the writer gives up at close)
+    assert sink._writer is not None and not sink._writer.is_alive()
+
+    other = AuditSink(store)  # the writer thread on its own, with a short linger
+    other.LINGER = 0.01
+    fresh = Database(f"sqlite:///{tmp_path / 'b.db'}")
+    fresh.upgrade()
+    other.store = AuditStore(fresh)
+    other.handle(Downloaded(actor="a", mailbox="m", path="/x", size=3))
+    deadline = time.monotonic() + 10
+    while not list(other.store.query()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [r["path"] for r in other.store.query()] == ["/x"]
+    other.close()
+    db.dispose()
+    fresh.dispose()
 
 
 @pytest.mark.parametrize(

@@ -82,7 +82,8 @@ def problems(text: str) -> list[str]:
             "bogus: 1\nserver:\n  threads: 0\n",
             [
                 "davbox.yaml:1: bogus: unknown key 'bogus'"
-                " (known keys: auth, database, links, logging, policies, server, storage, web)",
+                " (known keys: audit, auth, database, expiry, links, logging, mail, policies,"
+                " server, storage, transfer, web)",
                 "davbox.yaml:3: server.threads: input should be greater than or equal to 1, got 0",
             ],
             id="every-problem-at-once",

@@ -15,10 +15,11 @@ import io
 import os
 import zipfile
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from davbox import links
+from davbox import file_index, links
 from tests.davserver import DavboxServer
 from tests.test_link_pages import mailbox, put
 
@@ -124,6 +125,17 @@ def test_drop_page_sends_files_and_shows_refusals_and_receipts(browser, server):
     assert (folder / "large.bin").read_bytes() == large
     assert (folder / "dropped.txt").read_bytes() == b"dropped bytes"
     assert not (folder / "tool.exe").exists()
+
+    # The sender says when their file may go: the date field of the page.
+    soon = (datetime.now(UTC) + timedelta(days=3)).date()
+    page.fill("#upload-until", soon.isoformat())
+    page.set_input_files(
+        "#upload-files", files=[{"name": "brief.txt", "mimeType": "text/plain", "buffer": b"b"}]
+    )
+    receipts.nth(3).wait_for(timeout=30_000)
+    until = file_index.available_until(server.database(), box, "/brief.txt")
+    assert until == datetime(soon.year, soon.month, soon.day, 23, 59, 59, tzinfo=UTC)
+    assert file_index.available_until(server.database(), box, "/notes.txt") is None
     assert problems == []
     context.close()
 

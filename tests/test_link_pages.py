@@ -22,6 +22,7 @@ import http.client
 import io
 import itertools
 import os
+import random
 import re
 import secrets
 import socket
@@ -210,8 +211,9 @@ def temps(server: DavboxServer) -> list[str]:
     return sorted(p.name for p in (server.data_dir / "storage" / "tmp").iterdir())
 
 
-def server_log(server: DavboxServer) -> str:
-    return server.log_path.read_text()
+def server_log(server: DavboxServer, until: str | None = None) -> str:
+    """The server's log, once a line matches ``until`` (log lines are written from a queue)."""
+    return server.log_text(until)
 
 
 # -- the one 404 ----------------------------------------------------------------------
@@ -250,16 +252,19 @@ def test_every_unusable_token_gets_the_same_404_in_about_the_same_time(server):
         "expired": [expired_token] * 100,
         "revoked": [revoked_token] * 100,
         "exhausted": [exhausted_token] * 100,
-        "odd shapes": ["x", "a" * 300, "ÿ", "-", "~"],
+        "odd shapes": ["x", "a" * 300, "ÿ", "-", "~"] * 20,
     }
     bodies: set[bytes] = set()
     times: dict[str, list[float]] = {}
-    for kind, tokens in kinds.items():
-        for candidate in tokens:
-            status, body, seconds = timed(f"/s/{candidate}")
-            assert status == 404, (kind, candidate)
-            bodies.add(body)
-            times.setdefault(kind, []).append(seconds)
+    # In a random order, so that load from elsewhere (other tests running at
+    # the same time) falls on every kind alike rather than on one stretch.
+    asked = [(kind, candidate) for kind, tokens in kinds.items() for candidate in tokens]
+    random.Random(4).shuffle(asked)
+    for kind, candidate in asked:
+        status, body, seconds = timed(f"/s/{candidate}")
+        assert status == 404, (kind, candidate)
+        bodies.add(body)
+        times.setdefault(kind, []).append(seconds)
     # Below a usable link too: a path outside it, and files/zip/uploads of dead links.
     for path in (
         f"/s/{token}/files/nothing-here.txt",
@@ -308,7 +313,8 @@ def test_password_prompt_cookie_and_what_ends_it(server):
     assert prompt.status_code == 200
     assert 'type="password"' in prompt.text and "secret.txt" not in prompt.text
     assert "See attached." not in prompt.text, "nothing of the link before the password"
-    assert re.search(rf"link-viewed .*link_id={link.id} page='password'", server_log(server))
+    wanted = rf"link-viewed .*link_id={link.id} page='password'"
+    assert re.search(wanted, server_log(server, until=wanted))
     assert client.get(f"/s/{token}/files/secret.txt").status_code == 200
     assert "secret.txt" not in client.get(f"/s/{token}/files/secret.txt").text
 
@@ -394,7 +400,7 @@ def test_link_passwords_are_throttled(server):
     assert retry_after >= 1
     assert f"Too many failed attempts. Wait {retry_after} seconds and try again." in blocked.text
     assert f"__Host-davbox-link-{link.id}" not in client.cookies
-    assert f"actor='link-{link.id}'" in server_log(server)
+    assert f"actor='link-{link.id}'" in server_log(server, until=f"actor='link-{link.id}'")
 
 
 # -- read links ------------------------------------------------------------------------
@@ -432,9 +438,13 @@ def test_read_link_lists_browses_and_downloads(server):
     assert client.get(f"/s/{token}/files/sub/deeper.txt").content == b"deep"
     assert downloads_of(server, link) == 2, "the byte range starting past 0 is not counted"
 
-    log = server_log(server)
+    # A download is recorded (and logged, by the log thread) when its answer has ended.
+    deadline = time.monotonic() + 10
+    wanted = rf"link-downloaded .*path='/shared/sub/deeper.txt'.*link_id={link.id}"
+    while not re.search(wanted, log := server_log(server)) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert "link-viewed request_id=" in log and f"link_id={link.id}" in log
-    assert re.search(rf"link-downloaded .*path='/shared/sub/deeper.txt'.*link_id={link.id}", log)
+    assert re.search(wanted, log)
 
 
 @pytest.mark.parametrize(
@@ -545,7 +555,8 @@ def test_a_folder_downloads_as_one_streamed_zip(server):
     assert got == expected, "every file, byte for byte, and no symlink"
     assert "Stukken/empty/" in names
     assert downloads_of(server, link) == 1
-    assert re.search(rf"link-downloaded .*link_id={link.id} archive=True", server_log(server))
+    wanted = rf"link-downloaded .*link_id={link.id} archive=True"
+    assert re.search(wanted, server_log(server, until=wanted))
 
 
 def test_parallel_downloads_cannot_exceed_max_downloads(server):
@@ -618,10 +629,8 @@ def test_drop_page_and_a_multi_chunk_upload(server):
     }
     assert (folder / "große Datei.bin").read_bytes() == data
     assert client.api("GET", upload).status_code == 404, "a finished upload is gone"
-    log = server_log(server)
-    assert re.search(
-        rf"link-uploaded .*actor='link-{link.id}'.*path='/große Datei.bin'.*link_id={link.id}", log
-    )
+    wanted = rf"link-uploaded .*actor='link-{link.id}'.*path='/große Datei.bin'.*link_id={link.id}"
+    assert re.search(wanted, server_log(server, until=wanted))
 
 
 def test_an_interrupted_upload_resumes_where_it_broke_off(server):
@@ -641,7 +650,7 @@ def test_an_interrupted_upload_resumes_where_it_broke_off(server):
         sock.sendall(head.encode() + data[CHUNK : CHUNK + 3_000_000])
         time.sleep(0.5)
     deadline = time.monotonic() + 10
-    while (status := client.api("GET", upload).json())["offset"] == CHUNK:
+    while (status := client.api("GET", upload).json())["offset"] == CHUNK or status["receiving"]:
         assert time.monotonic() < deadline
         time.sleep(0.1)
     offset = status["offset"]
@@ -694,7 +703,8 @@ def test_refused_uploads_say_why_and_store_nothing(server, name, size, status, m
     assert files_in(folder) == {} and temps(server) == before
     if status != 400:
         assert re.search(
-            rf"access-refused .*actor='link-{link.id}'.*status={status}", server_log(server)
+            rf"access-refused .*actor='link-{link.id}'.*status={status}",
+            server_log(server, until=rf"access-refused .*actor='link-{link.id}'"),
         )
 
 
@@ -863,7 +873,7 @@ def test_idle_uploads_are_discarded(tmp_path):
     target = UploadTarget(7, Principal("link", "link-7"), box, "/", folder)
     upload = uploads.start(target, "idle.bin", 10, "owner", {})
     uploads.append(upload, "owner", 7, 0, [b"12345"], {})
-    assert uploads.status(upload, "owner", 7) == (5, 10)
+    assert uploads.status(upload, "owner", 7) == (5, 10, False)
     with pytest.raises(UploadNotFound):
         uploads.status(upload, "someone else", 7)
     with pytest.raises(UploadNotFound):
@@ -888,3 +898,26 @@ def test_a_link_to_a_whole_mailbox_does_not_show_its_name(server):
     assert box not in archive.headers["Content-Disposition"]
     with zipfile.ZipFile(io.BytesIO(archive.content)) as opened:
         assert opened.namelist() == ["files/a.txt"]
+
+
+def test_a_dropper_can_say_when_their_file_goes(server):
+    from davbox import file_index
+
+    box, _folder, _link, base, client = _drop(server)
+    day = (datetime.now(UTC) + timedelta(days=2)).date().isoformat()
+    for bad, reason in (("2020-01-01", "that time has passed already"), ("soon", "cannot read")):
+        refused = client.api(
+            "POST", f"{base}/uploads",
+            json={"name": "a.txt", "size": 1, "folder": "", "available_until": bad},
+        )  # fmt: skip
+        assert refused.status_code == 400 and reason in refused.json()["error"]
+    started = client.api(
+        "POST", f"{base}/uploads",
+        json={"name": "a.txt", "size": 1, "folder": "", "available_until": day},
+    )  # fmt: skip
+    assert started.status_code == 201
+    url = f"{base}/uploads/{started.json()['id']}"
+    assert client.api("PUT", f"{url}?offset=0", body=b"a").status_code == 200
+    assert client.api("POST", url).status_code == 201
+    until = file_index.available_until(server.database(), box, "/a.txt")
+    assert until is not None and until.strftime("%Y-%m-%dT%H:%M:%S") == f"{day}T23:59:59"

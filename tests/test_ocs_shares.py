@@ -499,7 +499,7 @@ def test_events_name_the_client_and_logs_hold_no_secrets(server):
     share = created(server, path="/strict/out", password=password, expireDate=day(1))
     ocs(server, "PUT", f"/{share['id']}", data={"password": password + "-2"})
     ocs(server, "DELETE", f"/{share['id']}")
-    log = server.log_path.read_text()
+    log = server.log_text(until=rf"link-revoked .*link_id={share['id']}\b")
     link_id = share["id"]
     assert re.search(r"link-created .*actor='ann' .*client='127.0.0.1' .*mailbox='strict'", log)
     assert re.search(rf"link-revoked .*actor='ann' .*client='127.0.0.1' .*link_id={link_id}\b", log)

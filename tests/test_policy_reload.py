@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -45,7 +46,7 @@ def test_edits_apply_within_two_seconds_and_broken_edits_keep_the_old_rules(make
     time.sleep(2.5)
     assert put_status(server, 4_000_000) == 413, "the broken edit must not apply"
     assert put_status(server, 2_000_000) in (201, 204), "the last good rules stay in force"
-    log = server.log_path.read_text()
+    log = server.log_text(until="keeping the current policies")
     assert (
         f"policy reload refused: {config}:7: policies[0].max_fil_size: unknown key 'max_fil_size'"
         " (did you mean 'max_file_size'?)" in log
@@ -58,7 +59,27 @@ def test_edits_apply_within_two_seconds_and_broken_edits_keep_the_old_rules(make
     while put_status(server, 4_000_000) not in (201, 204):
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    assert "policies reloaded from" in server.log_path.read_text()
+    assert "policies reloaded from" in server.log_text(until="policies reloaded from")
+
+    # Every reload is in the audit trail: applied (with its rule count) or refused.
+    def reloads() -> list[tuple[str, str, int, int]]:
+        out = server.cli("audit", "query", "--event", "config-reload", "--format", "json")
+        return [
+            (r["outcome"], r["trigger"], r["rules"], r["problems"]) for r in json.loads(out.stdout)
+        ]
+
+    deadline = time.monotonic() + 5
+    while not any(trigger == "signal" for _, trigger, _, _ in reloads()):
+        assert time.monotonic() < deadline, reloads()
+        time.sleep(0.2)
+    found = reloads()
+    assert found[0] == ("applied", "file", 1, 0), found
+    assert found[1][:3] == ("refused", "file", 0) and found[1][3] >= 1, found
+    assert all(outcome == "applied" for outcome, *_ in found[2:]), found
+    record = json.loads(
+        server.cli("audit", "query", "--event", "config-reload", "--format", "json").stdout
+    )[0]
+    assert record["actor"] == "system" and record["path"] == str(config)
 
 
 def test_policy_check_and_explain(tmp_path):
@@ -84,7 +105,7 @@ def test_policy_check_and_explain(tmp_path):
     assert davbox("mailbox", "create", "extern").returncode == 0
     assert davbox("mailbox", "grant", "extern", "alice", "member").returncode == 0
     check = davbox("policy", "check")
-    assert check.returncode == 0 and "valid, 5 policies" in check.stdout
+    assert check.returncode == 0 and "valid, 6 policies" in check.stdout
     explain = davbox(
         "policy",
         "explain",

@@ -209,7 +209,7 @@ def test_managers_may_share_members_may_not(server):
         ),
         pytest.param(
             ["strict/out", "--permission", "drop", "--expires", "5d"],
-            "links in mailbox 'strict' need a password",
+            "links in mailbox 'strict' need a password (or a one-time code)",
             id="policy-password",
         ),
     ],

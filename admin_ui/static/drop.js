@@ -126,7 +126,12 @@
 
   async function send(file, row) {
     row.show(text("sending"), "busy");
-    var started = await call("POST", api, { name: file.name, size: file.size, folder: config.folder });
+    var body = { name: file.name, size: file.size, folder: config.folder };
+    var until = document.getElementById("upload-until");
+    if (until && until.value) {
+      body.available_until = until.value;
+    }
+    var started = await call("POST", api, body);
     if (started.status !== 201) {
       return refused(row, started);
     }

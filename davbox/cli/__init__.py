@@ -10,7 +10,10 @@ stderr and exits 2 without a traceback; a refused admin action prints
 
 from __future__ import annotations
 
+import atexit
 import logging
+import logging.handlers
+import queue
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,15 +103,34 @@ def read_password_stdin() -> str:
     return password
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def setup_logging(level: str, *, queued: bool = False) -> None:
+    """Log lines to standard error at ``level``.
+
+    ``queued`` (the server): request threads only format their line and put
+    it on a queue; one thread writes the lines out (and the rest at exit), so
+    sixteen busy threads do not queue up for the stream's lock.
+    """
+    line = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stream = logging.StreamHandler(sys.stderr)
+    handler: logging.Handler = stream
+    if queued:
+        lines: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        listener = logging.handlers.QueueListener(lines, stream)
+        listener.start()
+        atexit.register(listener.stop)
+        handler = logging.handlers.QueueHandler(lines)  # formats the whole line (prepare)
+        stream.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(line)
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
-from davbox.cli import admin, audit, policy, serve, share  # noqa: E402  (registers the commands)
+from davbox.cli import admin, audit, mail, notify, policy, serve, share  # noqa: E402  (registers the commands)
 
-__all__ = ["admin", "audit", "main", "policy", "serve", "share"]
+__all__ = ["admin", "audit", "mail", "main", "notify", "policy", "serve", "share"]
+from davbox.cli import (  # noqa: E402
+    expiry,  # noqa: F401  (registers ``davbox expiry``)
+    registration,  # noqa: F401  (registers ``davbox registration``)
+    report,  # noqa: F401  (registers ``davbox report``)
+    transfer,  # noqa: F401  (registers ``davbox send`` and ``davbox request``)
+)

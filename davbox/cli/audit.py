@@ -114,7 +114,8 @@ def verify(ctx: Context) -> None:
             err=True,
         )
         sys.exit(1)
-    click.echo(f"{verdict.records} records, chain intact (last hash {verdict.last_hash})")
+    trimmed = f"; records before {verdict.first} were trimmed" if verdict.first > 1 else ""
+    click.echo(f"{verdict.records} records, chain intact (last hash {verdict.last_hash}){trimmed}")
 
 
 @audit.command()

@@ -28,7 +28,7 @@ def serve(ctx: Context, listen: str | None) -> None:
             parse_listen(listen)
         except ValueError as exc:
             fail(f"--listen: {exc}")
-    setup_logging(settings.logging.level)
+    setup_logging(settings.logging.level, queued=True)
     runtime = Runtime.create(settings, ctx.data_dir, ctx.config_path)
     runtime.storage.sweep_temps()
     banner = _first_start(runtime.db)
@@ -49,11 +49,14 @@ def serve(ctx: Context, listen: str | None) -> None:
     if ctx.config_path is not None:
         from davbox.reload import PolicyReloader
 
-        PolicyReloader(ctx.config_path, runtime.engine, settings).start()
+        PolicyReloader(ctx.config_path, runtime.engine, settings, events=runtime.events).start()
+    runtime.start_background()
     try:
         run(server, settings, banner)
     except OSError as exc:
         fail(f"cannot listen on {listen or settings.server.listen}: {exc.strerror or exc}")
+    finally:
+        runtime.stop_background()
 
 
 def _first_start(db: object) -> list[str]:

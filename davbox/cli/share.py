@@ -63,6 +63,11 @@ def share() -> None:
 @click.option("--label", default="", help="A name for the link (shown in lists).")
 @click.option("--note", default="", help="A message shown to the people who open the link.")
 @click.option("--as", "as_user", help="Make the link as this account (its role must allow it).")
+@click.option(
+    "--notify",
+    metavar="uploads,downloads",
+    help="Mail the creator (--as) about each drop and/or download through the link.",
+)
 @click.pass_obj
 def share_create(
     ctx: Context,
@@ -75,11 +80,19 @@ def share_create(
     label: str,
     note: str,
     as_user: str | None,
+    notify: str | None,
 ) -> None:
     """Make a link to a folder or file of a mailbox; print its URL (the token is in it)."""
     from davbox.app import Runtime
+    from davbox.cli.notify import parse_link_notices
+    from davbox.notify import subscriptions
 
+    notices = parse_link_notices(notify) if notify else (False, False)
+    if any(notices) and as_user is None:
+        fail("--notify needs --as USER: the link's creator is the one notified")
     runtime = Runtime.create(ctx.settings, ctx.data_dir, ctx.config_path)
+    if any(notices) and as_user is not None:
+        subscriptions.require_address(runtime.db, as_user)  # AdminError: one line, exit 1
     creator = None
     if as_user is not None:
         creator = runtime.access.principal_for(as_user)
@@ -100,6 +113,8 @@ def share_create(
         )
     except LinkError as exc:
         fail(str(exc))
+    if any(notices):
+        subscriptions.set_link_notify(runtime.db, link.id, uploads=notices[0], downloads=notices[1])
     url = f"{base_url(ctx.settings)}/s/{token}"
     click.echo(f"created {permission} link {link.id} to {link.mailbox}{link.path}")
     click.echo(f"link: {url}")

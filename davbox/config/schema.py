@@ -28,6 +28,10 @@ from pydantic import (
     model_validator,
 )
 
+from davbox.durations import is_duration
+
+AUDIT_FLOOR_DAYS = 365  # audit records are kept at least a year, whatever the config says
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -250,6 +254,58 @@ class AuthSettings(_Section):
     )
 
 
+class RegistrationSettings(_Section):
+    """Self-registration at ``/register`` (``davbox.registration``): off unless switched on."""
+
+    enabled: StrictBool = Field(
+        False, description="people with an address in allowed_domains may make an account"
+    )
+    allowed_domains: list[StrictStr] = Field(
+        default_factory=list,
+        description="mail domains that may register (exact; *.example.org: its subdomains)",
+    )
+    link_lifetime: StrictInt = Field(
+        86400, ge=60, le=604800, description="seconds the mailed verification link works"
+    )
+    requests_per_address: StrictInt = Field(
+        3, ge=1, le=1000, description="registration mails per address within throttle_window"
+    )
+    requests_per_client: StrictInt = Field(
+        20, ge=1, le=100000, description="registrations per client address within throttle_window"
+    )
+    throttle_window: StrictInt = Field(
+        3600, ge=60, le=604800, description="seconds over which registrations are counted"
+    )
+    grants: dict[StrictStr, Literal["manager", "member", "reader", "dropper"]] = Field(
+        default_factory=dict, description="MAILBOX: role given to every new registered account"
+    )
+
+    @field_validator("allowed_domains")
+    @classmethod
+    def _domains(cls, value: list[str]) -> list[str]:
+        cleaned = []
+        for entry in value:
+            domain = entry.strip().lower()
+            bare = domain.removeprefix("*.")
+            labels = bare.split(".")
+            if len(labels) < 2 or not all(
+                label and set(label) <= _DOMAIN_CHARS and not label.startswith("-")
+                for label in labels
+            ):
+                raise ValueError(f"{entry!r} is not a mail domain (example.org, or *.example.org)")
+            cleaned.append(domain)
+        return cleaned
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RegistrationSettings:
+        if self.enabled and not self.allowed_domains:
+            raise ValueError("enabled: true needs allowed_domains")
+        return self
+
+
+_DOMAIN_CHARS = set(string.ascii_lowercase + string.digits + "-")
+
+
 class WebSettings(_Section):
     session_idle_timeout: StrictInt = Field(
         1800, ge=60, le=86400, description="seconds a browser session may stay unused"
@@ -260,6 +316,10 @@ class WebSettings(_Section):
     login_step_timeout: StrictInt = Field(
         300, ge=30, le=3600, description="seconds to enter the code after the password"
     )
+    registration: RegistrationSettings = Field(
+        default_factory=RegistrationSettings,  # type: ignore[arg-type]
+        description="self-registration limited to mail domains",
+    )
 
 
 class LinkSettings(_Section):
@@ -268,9 +328,151 @@ class LinkSettings(_Section):
     )
 
 
+class MailSettings(_Section):
+    """Outgoing mail (``davbox.mail``): notifications and messages, sent from a queue."""
+
+    enabled: StrictBool | None = Field(
+        None, description="send mail and notifications; null: on when host is set"
+    )
+    host: StrictStr | None = Field(None, description="SMTP server to hand mails to")
+    port: StrictInt | None = Field(
+        None, ge=1, le=65535, description="SMTP port; null: 25, 587 (starttls) or 465 (tls)"
+    )
+    security: Literal["none", "starttls", "tls"] = Field(
+        "starttls", description="none, starttls (upgrade after connecting) or tls (from the start)"
+    )
+    verify_tls: StrictBool = Field(True, description="check the SMTP server's certificate")
+    ca_file: StrictStr | None = Field(
+        None, description="PEM file of CAs to trust; default: the system's CAs"
+    )
+    username: StrictStr | None = Field(None, description="SMTP login name")
+    password: SecretStr | None = Field(None, description="SMTP password (use $env or $file)")
+    from_address: StrictStr = Field(
+        "davbox@localhost", description="sender address (From) of every mail"
+    )
+    timeout: StrictInt = Field(
+        30, ge=1, le=600, description="seconds to connect, and to wait for each answer"
+    )
+    language: Literal["nl", "en"] = Field(
+        "nl", description="language of mails to accounts that chose none"
+    )
+    poll_interval: StrictFloat = Field(
+        5.0, ge=0.1, le=3600.0, description="seconds between looks at the queue"
+    )
+    retry_delay: StrictInt = Field(
+        60, ge=1, le=86400, description="seconds before the first retry (doubling after)"
+    )
+    retry_max_delay: StrictInt = Field(
+        3600, ge=1, le=86400, description="longest wait between two tries of a mail"
+    )
+    give_up_after: StrictInt = Field(
+        259200, ge=60, le=2592000, description="seconds of failed tries before a mail is dropped"
+    )
+    daily_digest_at: StrictStr = Field(
+        "07:00", description="HH:MM (UTC) when daily digests are sent"
+    )
+
+    @property
+    def active(self) -> bool:
+        """Whether the sender runs: ``enabled``, or by default whether a host is set."""
+        return self.host is not None if self.enabled is None else self.enabled
+
+    @property
+    def smtp_port(self) -> int:
+        if self.port is not None:
+            return self.port
+        return {"none": 25, "starttls": 587, "tls": 465}[self.security]
+
+    @field_validator("daily_digest_at")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        hour, sep, minute = value.partition(":")
+        if not (sep and hour.isdigit() and minute.isdigit() and len(minute) == 2):
+            raise ValueError(f"expected HH:MM, got {value!r}")
+        if int(hour) > 23 or int(minute) > 59:
+            raise ValueError(f"{value!r} is not a time of day")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MailSettings:
+        if self.enabled and self.host is None:
+            raise ValueError("enabled: true needs a host")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together")
+        if "@" not in self.from_address:
+            raise ValueError(f"from_address {self.from_address!r} is not a mail address")
+        if self.retry_max_delay < self.retry_delay:
+            raise ValueError("retry_max_delay must not be below retry_delay")
+        if self.ca_file is not None and not os.access(self.ca_file, os.R_OK):
+            raise ValueError(f"cannot read ca_file {self.ca_file}")
+        return self
+
+
 class LoggingSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     access_log: StrictBool = Field(True, description="one line per request (never credentials)")
+
+
+class TransferSettings(_Section):
+    """SecureTransfer (``davbox send`` / ``davbox request``): links by mail, codes for externals."""
+
+    expires: StrictStr = Field("5d", description="how long sent and requested links live")
+    upload_window: StrictStr | None = Field(
+        None, description="default upload window of a request link (e.g. 1h); null: its life"
+    )
+    require_code: StrictBool = Field(
+        True, description="a sent link asks for a one-time code first (--no-code to skip)"
+    )
+    code_ttl: StrictInt = Field(600, ge=60, le=86400, description="seconds a code stays valid")
+    webhook_url: StrictStr | None = Field(
+        None, description="https URL of an SMS gateway: codes to phone numbers go there"
+    )
+    webhook_token: SecretStr | None = Field(
+        None, description="bearer token for the gateway (use $env or $file)"
+    )
+    webhook_text: StrictStr = Field(
+        "{code}", description="the text the gateway sends; {code} is replaced by the code"
+    )
+
+    @field_validator("expires", "upload_window")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None and not is_duration(value):
+            raise ValueError(f"cannot read {value!r} as a duration; use e.g. 1h, 5d or 2w")
+        return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
+
+    @field_validator("webhook_text")
+    @classmethod
+    def _text(cls, value: str) -> str:
+        if "{code}" not in value:
+            raise ValueError("the text must contain {code}")
+        return value
+
+
+class ExpirySettings(_Section):
+    """The expiry job (``davbox.expiry``): deletes files whose ``retention`` ran out."""
+
+    enabled: StrictBool = Field(True, description="run the expiry job in the server")
+    interval: StrictInt = Field(
+        300, ge=5, le=86400, description="seconds between two runs of the expiry job"
+    )
+
+
+class AuditSettings(_Section):
+    """The audit trail (``davbox.audit``)."""
+
+    keep_days: StrictInt | None = Field(
+        None,
+        ge=AUDIT_FLOOR_DAYS,
+        description=f"days audit records are kept (at least {AUDIT_FLOOR_DAYS}); null: forever",
+    )
 
 
 class Settings(_Section):
@@ -282,10 +484,20 @@ class Settings(_Section):
     auth: AuthSettings = Field(default_factory=AuthSettings)  # type: ignore[arg-type]
     web: WebSettings = Field(default_factory=WebSettings)  # type: ignore[arg-type]
     links: LinkSettings = Field(default_factory=LinkSettings)  # type: ignore[arg-type]
+    mail: MailSettings = Field(default_factory=MailSettings)  # type: ignore[arg-type]
+    transfer: TransferSettings = Field(default_factory=TransferSettings)  # type: ignore[arg-type]
+    expiry: ExpirySettings = Field(default_factory=ExpirySettings)  # type: ignore[arg-type]
+    audit: AuditSettings = Field(default_factory=AuditSettings)  # type: ignore[arg-type]
     logging: LoggingSettings = Field(default_factory=LoggingSettings)  # type: ignore[arg-type]
     policies: list[Any] = Field(
         default_factory=list, description="access and limit rules (see policies/)"
     )
+
+    @model_validator(mode="after")
+    def _registration_mails(self) -> Settings:
+        if self.web.registration.enabled and not self.mail.active:
+            raise ValueError("web.registration needs mail: set mail.host")
+        return self
 
 
 def parse_listen(value: str) -> tuple[str, int]:

@@ -183,7 +183,7 @@ class AuditMiddleware:
             return start_response(status, headers, exc_info)
 
         body = self.app(environ, recording_start_response)
-        return _Counted(
+        return CountedBody(
             body,
             lambda sent, complete: self._downloaded(environ, requested, answer, sent, complete),
         )
@@ -221,7 +221,7 @@ class AuditMiddleware:
             )
 
 
-class _Counted:
+class CountedBody:
     """A response body that counts what it yields and reports once when closed."""
 
     def __init__(self, body: Iterable[bytes], report: Callable[[int, bool], None]) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import secrets
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
@@ -23,7 +22,7 @@ from wsgidav import util
 from wsgidav.dav_error import DAVError
 from wsgidav.mw.base_mw import BaseMiddleware
 
-from davbox.http import close_if_body_unread, status_line
+from davbox.http import close_if_body_unread, new_request_id, status_line
 
 _log = logging.getLogger("davbox.errors")
 SABRE_NS = "http://sabredav.org/ns"
@@ -119,7 +118,7 @@ class DavErrorMiddleware(BaseMiddleware):
 
 
 def _request_id(environ: dict[str, Any]) -> str:
-    return environ.setdefault("davbox.request_id", secrets.token_hex(6))
+    return environ.setdefault("davbox.request_id", new_request_id())
 
 
 def internal_error(environ: dict[str, Any], exc: BaseException) -> DAVError:

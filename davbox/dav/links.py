@@ -132,6 +132,14 @@ class LinkDavMiddleware:
         environ["wsgidav.auth.user_name"] = opened.principal.name
         environ["davbox.principal"] = opened.principal
         where = {"mailbox": link.mailbox, "path": link.path.rstrip("/") + rest}
+        if link.needs_code:  # a code is entered on the link's page; WebDAV cannot ask for it
+            return self._refuse(
+                environ,
+                start_response,
+                (link.mailbox, where["path"] if link.is_folder else link.path),
+                "one-time-code",
+                "this link asks for a one-time code: open it in a web browser",
+            )
         self.events.emit(
             LinkUsed(**request_context(environ), **where, link_id=link.id, method=method)
         )

@@ -27,13 +27,16 @@ from urllib.parse import quote
 from wsgidav import util
 from wsgidav.dav_error import (
     HTTP_BAD_REQUEST,
+    HTTP_CONFLICT,
     HTTP_FORBIDDEN,
     HTTP_INSUFFICIENT_STORAGE,
+    HTTP_NOT_FOUND,
     HTTP_SERVICE_UNAVAILABLE,
     DAVError,
 )
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection
 
+from davbox import file_index
 from davbox.access import MailboxAccess
 from davbox.audit import AuditUnavailable
 from davbox.dav.audit import mark_audited
@@ -44,6 +47,9 @@ from davbox.providers.storage.filesystem import AtomicWriter, LengthMismatch, St
 
 if TYPE_CHECKING:
     from davbox.dav.provider import MailboxProvider
+
+#: When the uploader wants a file gone (ISO 8601 UTC); PROPPATCH sets or removes it.
+AVAILABLE_UNTIL = "{urn:davbox}available-until"
 
 
 HEAD_BYTES = 8192  # leading bytes kept for content checks
@@ -427,6 +433,36 @@ class MailboxFolder(_Stored, DAVCollection):
 
 class MailboxFile(_Stored, DAVNonCollection):
     _writer: AtomicWriter | None = None
+
+    # -- the uploader's end of availability: a live property ------------------------
+
+    def get_property_names(self, *, is_allprop: bool) -> list[str]:
+        names: list[str] = super().get_property_names(is_allprop=is_allprop)  # type: ignore[misc]
+        if not is_allprop:  # allprop stays one stat per file: ask for it by name
+            names.append(AVAILABLE_UNTIL)
+        return names
+
+    def get_property_value(self, name: str) -> Any:
+        if name != AVAILABLE_UNTIL:
+            return super().get_property_value(name)  # type: ignore[misc]
+        until = file_index.available_until(self.provider.access.db, self.box.name, self.rel)
+        if until is None:
+            raise DAVError(HTTP_NOT_FOUND)
+        return until.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def set_property_value(self, name: str, value: Any, dry_run: bool = False) -> None:
+        if name != AVAILABLE_UNTIL:
+            super().set_property_value(name, value, dry_run=dry_run)
+            return
+        self.authorize(Operation.PROPPATCH)
+        when = None
+        if value is not None:
+            try:
+                when = file_index.parse_moment(value.text or "")
+            except ValueError as exc:
+                raise DAVError(HTTP_CONFLICT, f"available-until: {exc}") from None
+        if not dry_run:
+            file_index.set_available_until(self.provider.access.db, self.box.name, self.rel, when)
 
     def get_content_length(self) -> int:
         return self.st.st_size if self.st else 0

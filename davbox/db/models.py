@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -61,6 +62,8 @@ class User(Base):
     totp_secret: Mapped[str | None] = mapped_column(String(256))
     # The last TOTP time step accepted: a code is accepted once.
     totp_last_step: Mapped[int | None] = mapped_column(Integer)
+    # Language of mails to this account ("nl", "en"); None: mail.language.
+    language: Mapped[str | None] = mapped_column(String(8))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     groups: Mapped[list[Group]] = relationship(
@@ -100,6 +103,8 @@ class Mailbox(Base):
     # Folder name under the storage root: random, so a re-created mailbox of
     # the same name never sees an old folder.
     storage_key: Mapped[str] = mapped_column(String(64), unique=True)
+    # Sensitive: notifications name no files, only counts and a link to log in.
+    sensitive: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     grants: Mapped[list[MailboxGrant]] = relationship(
@@ -231,12 +236,21 @@ class ShareLink(Base):
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     label: Mapped[str] = mapped_column(String(256), default="")
     note: Mapped[str] = mapped_column(Text, default="")
+    # SecureTransfer (davbox.transfer): the external person the link was sent
+    # to or asked of, and how a one-time code reaches them before they may use
+    # it ("" none, "mail" to ``recipient``, "webhook" to ``code_to``, a phone).
+    recipient: Mapped[str | None] = mapped_column(String(320))
+    code_channel: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    code_to: Mapped[str | None] = mapped_column(String(320))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     upload_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     max_downloads: Mapped[int | None] = mapped_column(Integer)
     downloads: Mapped[int] = mapped_column(Integer, default=0)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Mail the creator about each file dropped / fetched through the link.
+    notify_uploads: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    notify_downloads: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     mailbox: Mapped[Mailbox] = relationship()
 
@@ -308,3 +322,144 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(Integer)
     hash: Mapped[str] = mapped_column(String(64))
+    # Where the chain starts after older records were trimmed (davbox.audit.trim):
+    # the last removed record's number and hash, sealed so only the server can move it.
+    anchor_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    anchor_hash: Mapped[str | None] = mapped_column(String(64))
+    anchor_seal: Mapped[str | None] = mapped_column(String(64))
+
+
+class OutboxMail(Base):
+    """A mail waiting to be sent, being sent, sent or given up (davbox.mail.outbox).
+
+    Rendered when queued; ``text``/``html`` are emptied once sent (they may
+    carry a recipient's link). Times are UNIX seconds. ``claim`` and
+    ``lease_until`` mark a sender that took the mail: another takes it only
+    after the lease has run out. ``dedupe_key`` (unique when set) lets callers
+    queue a mail at most once per key across processes.
+    """
+
+    __tablename__ = "mail_outbox"
+    __table_args__ = (Index("ix_mail_outbox_due", "state", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    recipient: Mapped[str] = mapped_column(String(320))
+    template: Mapped[str] = mapped_column(String(64))
+    language: Mapped[str] = mapped_column(String(8))
+    subject: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    html: Mapped[str | None] = mapped_column(Text)
+    message_id: Mapped[str] = mapped_column(String(255))
+    dedupe_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[float] = mapped_column(Float)
+    next_attempt_at: Mapped[float] = mapped_column(Float)
+    lease_until: Mapped[float | None] = mapped_column(Float)
+    claim: Mapped[str | None] = mapped_column(String(32))
+    sent_at: Mapped[float | None] = mapped_column(Float)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+
+
+class Subscription(Base):
+    """A user's wish to be told about files in a mailbox (davbox.notify).
+
+    ``event``: "placed" (a new file) or "fetched" (a file the user placed
+    was downloaded); ``every``: "immediate", "hourly" or "daily" (a digest).
+    """
+
+    __tablename__ = "notify_subscriptions"
+    __table_args__ = (UniqueConstraint("user_id", "mailbox_id", "event", name="uq_subscription"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"))
+    event: Mapped[str] = mapped_column(String(16))
+    every: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class DigestItem(Base):
+    """One happening waiting for a user's next hourly or daily digest mail (davbox.notify)."""
+
+    __tablename__ = "notify_digest_items"
+    __table_args__ = (Index("ix_digest_item_user", "user_id", "every"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    every: Mapped[str] = mapped_column(String(16))
+    event: Mapped[str] = mapped_column(String(16))
+    mailbox: Mapped[str] = mapped_column(String(128))
+    path: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(320))
+    sensitive: Mapped[bool] = mapped_column(Boolean)
+    at: Mapped[float] = mapped_column(Float)
+
+
+class LinkCode(Base):
+    """A one-time code sent to a link's recipient (davbox.codes): only its HMAC is kept."""
+
+    __tablename__ = "link_codes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    link_id: Mapped[int] = mapped_column(
+        ForeignKey("share_links.id", ondelete="CASCADE"), index=True
+    )
+    digest: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    used: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class FileRecord(Base):
+    """When a file was placed, as the server saw it (davbox.file_index): retention counts
+    from ``uploaded_at``, never from file times a client can set.
+
+    ``claimed_until``: an expiry run is deleting it (davbox.expiry); others wait.
+    """
+
+    __tablename__ = "file_records"
+    __table_args__ = (UniqueConstraint("mailbox_id", "path", name="uq_file_record"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(String(4096))
+    uploaded_at: Mapped[float] = mapped_column(Float)
+    uploaded_by: Mapped[str] = mapped_column(String(320), default="")
+    claimed_until: Mapped[float | None] = mapped_column(Float)
+    # The uploader's own end of availability (the {urn:davbox}available-until
+    # property, davbox expiry set): deleted then, or sooner by a retention rule.
+    available_until: Mapped[float | None] = mapped_column(Float)
+
+
+class Registration(Base):
+    """A self-registration request (davbox.registration): only its link's SHA-256 is kept.
+
+    ``state`` "pending" (a link was mailed), "notice" (the address had an
+    account: a notice was mailed instead), "used", "replaced" (by a newer
+    request for the address) or "expired". The argon2 hash of the chosen password is kept
+    only while pending. Rows also count requests for throttling.
+    """
+
+    __tablename__ = "registrations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), index=True)
+    client: Mapped[str] = mapped_column(String(64), index=True)
+    digest: Mapped[str | None] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(256), default="")
+    password_hash: Mapped[str | None] = mapped_column(String(256))
+    language: Mapped[str] = mapped_column(String(8), default="en")
+    state: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[float] = mapped_column(Float, index=True)
+    expires_at: Mapped[float] = mapped_column(Float)
+
+
+class JobRun(Base):
+    """A scheduled job's lease (davbox.jobs): who may run it until when, across processes."""
+
+    __tablename__ = "job_runs"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    held_until: Mapped[float | None] = mapped_column(Float)

@@ -127,10 +127,11 @@ class FilesystemStorage:
         """A fresh name in tmp/ that records which process made it."""
         return self.tmp / f"{_HOST}.{os.getpid()}.{secrets.token_hex(8)}.{kind}"
 
-    def sweep_temps(self, max_age: float = 86400.0) -> int:
-        """Remove temps left by dead processes of this host, and any older than ``max_age``."""
+    def sweep_temps(self, max_age: float = 86400.0, *, now: float | None = None) -> int:
+        """Remove temps left by dead processes of this host, and any untouched for ``max_age``
+        seconds (before ``now``, default the current time)."""
         removed = 0
-        now = time.time()
+        now = time.time() if now is None else now
         for entry in self.tmp.iterdir():
             host, _, rest = entry.name.partition(".")
             pid_text = rest.partition(".")[0]
