@@ -187,7 +187,7 @@ class LinkGate:
             fs=path,
             name=path.name if (base or parts) else "",  # a mailbox's name is not shown
             is_dir=is_dir,
-            size=st.st_size if not is_dir else 0,
+            size=self.storage.content_size(st.st_size) if not is_dir else 0,
             modified=datetime.fromtimestamp(st.st_mtime, UTC),
         )
 
@@ -212,7 +212,7 @@ class LinkGate:
                         fs=Path(entry.path),
                         name=entry.name,
                         is_dir=is_dir,
-                        size=0 if is_dir else st.st_size,
+                        size=0 if is_dir else self.storage.content_size(st.st_size),
                         modified=datetime.fromtimestamp(st.st_mtime, UTC),
                     )
                 )

@@ -32,7 +32,9 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, cast
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 from urllib.parse import quote
 
 from werkzeug.routing import Rule
@@ -40,12 +42,13 @@ from werkzeug.utils import redirect
 from werkzeug.wrappers import Response
 
 from davbox import links
-from davbox.admin_ui.downloads import file_response, zip_response
+from davbox.admin_ui.downloads import ZipFile, file_response, zip_response
 from davbox.admin_ui.link_access import Item, LinkGate, Visit
 from davbox.admin_ui.link_api import LinkUploadApi
 from davbox.audit import AuditStore, AuditUnavailable
 from davbox.codes import CodeRefused, OneTimeCodes
 from davbox.dav.audit import CountedBody
+from davbox.encryption import request_alarm
 from davbox.events import (
     MAX_USER_AGENT,
     AccessRefused,
@@ -59,6 +62,7 @@ from davbox.links import Link
 from davbox.policies.base import AccessRequest, Decision, Operation
 from davbox.policies.engine import PolicyEngine
 from davbox.policies.limits import human
+from davbox.providers.storage.sealed import ContentTampered
 from davbox.sharing import LinkNotFound, LinkPasswordRequired, ShareService
 from davbox.throttle import Throttled
 from davbox.uploads import CHUNK_MAX, ResumableUploads
@@ -89,6 +93,10 @@ SCRIPT_CSP = (
 
 
 ZIP_NAME = "files"  # a zip of a mailbox's top folder (whose name is not shown)
+
+
+class IntegrityFailure(Exception):
+    """A stored file failed its integrity check (recorded already): answer 500."""
 
 
 class Gone(Exception):
@@ -124,6 +132,17 @@ def _link_endpoint(method: Callable[..., Response]) -> Callable[..., Response]:
             response = self._prompt(page, args["token"], due.link)
         except CodeDue:
             response = redirect(f"/s/{args['token']}/code", 303)
+        except IntegrityFailure:
+            response = self.web.render(
+                page,
+                "message.html",
+                500,
+                title=page._("This file cannot be sent"),
+                text=page._(
+                    "The stored file failed its integrity check, so it is not sent."
+                    " The administrators have been told."
+                ),
+            )
         except Unavailable:
             response = self.web.render(
                 page,
@@ -281,7 +300,13 @@ class LinkPages:
         if not decision.allowed:
             return self._refused(page, decision)
         self._writable()
-        response = file_response(item.fs, item.name, page.request.environ)
+        try:
+            st = item.fs.stat()
+        except FileNotFoundError:
+            raise Gone() from None
+        content = self._open(visit, item.fs, item.rel)
+        size = self.gate.storage.content_size(st.st_size)
+        response = file_response(content, size, st, item.name, page.request.environ)
         if page.request.method == "HEAD":
             return response
         # Counted against max_downloads by what is sent, not by what was asked:
@@ -292,6 +317,17 @@ class LinkPages:
             raise Gone()
         self._record_when_sent(visit, item.rel, response)
         return response
+
+    def _open(self, visit: Visit, fs: Path, rel: str) -> BinaryIO:
+        """A file's content; one that fails its integrity check is recorded and refused."""
+        context = {**visit.context, "actor": visit.principal.name}
+        alarm = request_alarm(self.shares.events, context, visit.box.name, rel)
+        try:
+            return self.gate.storage.open_content(fs, alarm)
+        except FileNotFoundError:
+            raise Gone() from None
+        except ContentTampered:
+            raise IntegrityFailure() from None
 
     def _writable(self) -> None:
         """Refuse a download (503) that could not be recorded: the audit trail is unwritable."""
@@ -379,9 +415,9 @@ class LinkPages:
             raise Gone()
         return item
 
-    def _zip_contents(self, visit: Visit, folder: Item) -> tuple[list[tuple[Any, str]], list[str]]:
+    def _zip_contents(self, visit: Visit, folder: Item) -> tuple[list[ZipFile], list[str]]:
         """Files the link may read below ``folder`` and folders left empty, by name in the zip."""
-        files: list[tuple[Any, str]] = []
+        files: list[ZipFile] = []
         empty: list[str] = []
         top = folder.name or ZIP_NAME
         for here, dirs, names in os.walk(folder.fs):
@@ -398,7 +434,9 @@ class LinkPages:
                 if os.path.islink(path) or not os.path.isfile(path):
                     continue
                 if self.may(visit, f"{rel}/{name}", Operation.READ):
-                    files.append((path, f"{arc}/{name}"))
+                    fs, item_rel = Path(path), f"{rel}/{name}"
+                    size = self.gate.storage.content_size(os.stat(path).st_size)
+                    files.append((partial(self._open, visit, fs, item_rel), size, f"{arc}/{name}"))
                     added += 1
             if not added and not dirs:
                 empty.append(arc)

@@ -36,6 +36,7 @@ from davbox.dav.props import SqlPropertyManager
 from davbox.dav.provider import MailboxProvider
 from davbox.db import Database
 from davbox.dispatcher import DAV_PREFIX, Dispatcher
+from davbox.encryption import IntegrityAlarm, open_storage
 from davbox.events import EventBus, LogSink, Sink
 from davbox.expiry import ExpiryJob, ExpiryScheduler, ExpiryWarnings
 from davbox.file_index import FileIndexSink
@@ -47,7 +48,7 @@ from davbox.notify.digest import DigestScheduler
 from davbox.notify.sink import NotificationSink
 from davbox.notify.subscriptions import SubscriptionIndex
 from davbox.ocs import OcsApp
-from davbox.paths import base_url, database_url, storage_root
+from davbox.paths import base_url, database_url
 from davbox.policies.engine import PolicyEngine
 from davbox.policies.registry import build_policies
 from davbox.providers.identity import IdentityProvider
@@ -92,7 +93,8 @@ class Runtime:
         data_dir.mkdir(parents=True, exist_ok=True)
         db = Database(database_url(settings, data_dir))
         db.upgrade()
-        storage = FilesystemStorage(storage_root(settings, data_dir))
+        alarm = IntegrityAlarm(db)
+        storage = open_storage(settings, data_dir, db, alarm)
         sessions = SessionStore(
             db,
             idle_timeout=settings.web.session_idle_timeout,
@@ -128,6 +130,7 @@ class Runtime:
             # Last: it never raises, and it only hears of what was recorded.
             sinks.append(NotificationSink(db, outbox, SubscriptionIndex(db), settings))
         events = EventBus(sinks)
+        alarm.events, alarm.mailboxes = events, storage.mailboxes
         shares = ShareService(db, storage, engine, access, events)
         return cls(
             settings, data_dir, db, storage, access, sessions, engine, events, shares, audit, outbox

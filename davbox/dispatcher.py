@@ -34,6 +34,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from davbox.dav.links import is_link_path
 from davbox.http import new_request_id, plain_response, status_line
+from davbox.providers.storage.sealed import ContentTampered
 from davbox.proxies import ClientAddress
 
 _log = logging.getLogger("davbox.access")
@@ -87,9 +88,19 @@ class Dispatcher:
 
         try:
             yield from self._route(environ, recording_start_response)
-        except Exception:
+        except Exception as exc:
             request_id = environ.setdefault("davbox.request_id", new_request_id())
-            _err.exception("request %s failed", request_id)
+            if isinstance(exc, ContentTampered):  # recorded and logged where it was found
+                _err.error(
+                    "request %s cut off: a stored file failed its integrity check", request_id
+                )
+            else:
+                _err.exception("request %s failed", request_id)
+            if outcome["status"] != "-":
+                outcome["status"] = f"{outcome['status']} cut"
+                # The answer has begun: only cutting the connection tells the
+                # client that the body is not whole (the server does that).
+                raise
             if outcome["status"] == "-":
                 body = f"500 Internal Server Error (request id {request_id})\n".encode()
                 recording_start_response(

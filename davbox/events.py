@@ -344,6 +344,35 @@ class FileExpired(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class IntegrityFailed(Event):
+    """A stored file failed its integrity check (encrypted storage): changed on disk.
+
+    Nothing of the failing part was sent; ``reason`` says what failed. The
+    request's status is 500, or ``None`` when the answer had begun (the
+    connection was then cut) or there was no request (a job).
+    """
+
+    kind: ClassVar[str] = "integrity-failed"
+
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeysRotated(Event):
+    """``davbox keys rotate``: a new key-encryption key; data keys rewrapped to it.
+
+    ``retired``: the old KEKs destroyed (comma-separated ids; empty if some were
+    still in use and wait for the next rotation).
+    """
+
+    kind: ClassVar[str] = "keys-rotated"
+
+    kek: str
+    rewrapped: int
+    retired: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class FolderCreated(Event):
     """A WebDAV MKCOL."""
 

@@ -138,8 +138,9 @@ class ExpiryJob:
                 continue
             placed = datetime.fromtimestamp(record.uploaded_at, UTC)
             until = datetime.fromtimestamp(record.available_until or 0.0, UTC)
+            size = self.storage.content_size(st.st_size)
             due.append(
-                Due(name, record.path, AVAILABILITY, placed, until, st.st_size, record.id,
+                Due(name, record.path, AVAILABILITY, placed, until, size, record.id,
                     key, (st.st_ino, st.st_mtime_ns), record.uploaded_at)
             )  # fmt: skip
         return due
@@ -182,7 +183,8 @@ class ExpiryJob:
             ends, why = placed + keep, rule.label
             if own_end is not None and datetime.fromtimestamp(own_end, UTC) < ends:
                 ends, why = datetime.fromtimestamp(own_end, UTC), AVAILABILITY
-            item = Due(name, rel, why, placed, ends, st.st_size, record_id,
+            size = self.storage.content_size(st.st_size)
+            item = Due(name, rel, why, placed, ends, size, record_id,
                        key, (st.st_ino, st.st_mtime_ns), uploaded)  # fmt: skip
             if ends <= now:
                 due.append(item)
@@ -257,7 +259,7 @@ class ExpiryJob:
                 except AuditUnavailable:
                     self._release(item)
                     raise
-            fs.unlink()
+            self.storage.discard_file(fs)
         self.storage.usage_changed(item.storage_key)
         self._forget(item)
         return True

@@ -50,6 +50,12 @@ class Context:
         db.upgrade()
         return db
 
+    def storage(self, db: Any = None) -> Any:
+        """The storage as the server opens it (encrypted if so configured)."""
+        from davbox.encryption import open_storage
+
+        return open_storage(self.settings, self.data_dir, db or self.database())
+
 
 def config_failed(exc: ConfigError) -> NoReturn:
     for problem in exc.problems:
@@ -130,6 +136,7 @@ from davbox.cli import admin, audit, mail, notify, policy, serve, share  # noqa:
 __all__ = ["admin", "audit", "mail", "main", "notify", "policy", "serve", "share"]
 from davbox.cli import (  # noqa: E402
     expiry,  # noqa: F401  (registers ``davbox expiry``)
+    keys,  # noqa: F401  (registers ``davbox keys``)
     registration,  # noqa: F401  (registers ``davbox registration``)
     report,  # noqa: F401  (registers ``davbox report``)
     transfer,  # noqa: F401  (registers ``davbox send`` and ``davbox request``)

@@ -163,11 +163,10 @@ def mailbox_list(ctx: Context) -> None:
 @click.pass_obj
 def mailbox_remove(ctx: Context, name: str, yes: bool) -> None:
     """Delete a mailbox and all its files."""
-    from davbox.paths import storage_root
-    from davbox.providers.storage.filesystem import FilesystemStorage
-
-    key = accounts.remove_mailbox(ctx.database(), name)
-    FilesystemStorage(storage_root(ctx.settings, ctx.data_dir)).remove_mailbox(key)
+    db = ctx.database()
+    storage = ctx.storage(db)  # before the mailbox goes: a missing key stops this here
+    key = accounts.remove_mailbox(db, name)
+    storage.remove_mailbox(key)
     click.echo(f"removed mailbox {name!r} and its files")
 
 

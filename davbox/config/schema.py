@@ -84,12 +84,37 @@ class DatabaseSettings(_Section):
     )
 
 
+class EncryptionSettings(_Section):
+    """Encryption at rest (``davbox.encryption``): every stored file sealed with its own key."""
+
+    master_key: SecretStr = Field(
+        description=(
+            "the master key, 64 hexadecimal digits from davbox keys generate;"
+            " give it as {$file: PATH} or {$env: NAME}, never in this file"
+        )
+    )
+
+    @field_validator("master_key")
+    @classmethod
+    def _sixty_four_hex_digits(cls, value: SecretStr) -> SecretStr:
+        text = value.get_secret_value().strip()
+        if len(text) != 64 or any(ch not in string.hexdigits for ch in text):
+            raise ValueError(
+                "must be 64 hexadecimal digits (as made by davbox keys generate);"
+                f" it has {len(text)} characters"
+            )
+        return value
+
+
 class StorageSettings(_Section):
     path: StrictStr | None = Field(
         None, description="folder holding the mailboxes; default: storage/ in the data directory"
     )
     block_size: ByteSize = Field(
         ByteSize(1024 * 1024), description="read/write block size for transfers"
+    )
+    encryption: EncryptionSettings | None = Field(
+        None, description="store every file encrypted (see README: Encryption at rest)"
     )
 
 

@@ -6,7 +6,10 @@ An upload refused before its body was read is answered with
 ``Connection: close`` and the body is never read. Any other exception is
 logged with its traceback on the server and answered ``500`` with a request
 id: no traceback, path or exception text reaches the client. An ``OSError``
-for ENOSPC/EDQUOT/EFBIG becomes 507.
+for ENOSPC/EDQUOT/EFBIG becomes 507; a stored file failing its integrity
+check (``ContentTampered``, recorded by the storage) a 500 saying so. An
+error after the answer began is raised on: the server cuts the connection,
+so the client cannot take a short body for the whole file.
 """
 
 from __future__ import annotations
@@ -23,12 +26,17 @@ from wsgidav.dav_error import DAVError
 from wsgidav.mw.base_mw import BaseMiddleware
 
 from davbox.http import close_if_body_unread, new_request_id, status_line
+from davbox.providers.storage.sealed import ContentTampered
 
 _log = logging.getLogger("davbox.errors")
 SABRE_NS = "http://sabredav.org/ns"
 ET.register_namespace("d", "DAV:")
 ET.register_namespace("s", SABRE_NS)
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+TAMPERED = (
+    "the stored file failed its integrity check (it was changed on disk), so it is not sent;"
+    " administrators: see the audit trail"
+)
 
 
 def response_page(error: DAVError) -> tuple[str, bytes]:
@@ -78,8 +86,8 @@ class DavErrorMiddleware(BaseMiddleware):
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterator[bytes]:
         inner = util.SubAppStartResponse()
+        started = False
         try:
-            started = False
             app_iter: Iterable[bytes] = self.next_app(environ, inner)
             try:
                 for chunk in app_iter:
@@ -94,7 +102,15 @@ class DavErrorMiddleware(BaseMiddleware):
             if not started:
                 start_response(inner.status, inner.response_headers, inner.exc_info)
             return
+        except ContentTampered:
+            # Recorded and logged by the storage's alarm. Once the answer has
+            # begun it cannot become an error: the connection is cut instead.
+            if started:
+                raise
+            error = DAVError(500, TAMPERED)
         except DAVError as exc:
+            if started:
+                raise
             error = exc
             source = error.src_exception
             if isinstance(source, (ConnectionError, TimeoutError)):
@@ -105,11 +121,15 @@ class DavErrorMiddleware(BaseMiddleware):
             elif error.value >= 500 and source is not None:
                 error = _internal(environ, source)
         except OSError as exc:
+            if started:
+                raise
             if exc.errno not in _FULL:
                 error = _internal(environ, exc)
             else:
                 error = DAVError(507, "not enough storage space; nothing was changed")
         except Exception as exc:
+            if started:
+                raise
             error = _internal(environ, exc)
         status, headers, body = error_response(error)
         close_if_body_unread(environ, headers)

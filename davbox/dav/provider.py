@@ -323,7 +323,11 @@ class MailboxProvider(DAVProvider):
         """
         self.check_name(rel.rpartition("/")[2])
         try:
-            existing = os.stat(fs_path).st_size if os.path.isfile(fs_path) else None
+            existing = (
+                self.storage.content_size(os.stat(fs_path).st_size)
+                if os.path.isfile(fs_path)
+                else None
+            )
         except OSError:
             existing = None
         # Completing a LOCK-created file counts as creating it; the placeholder
@@ -357,7 +361,8 @@ class MailboxProvider(DAVProvider):
         except (FileNotFoundError, NotADirectoryError):
             return box, rel, fs_path
         path = environ["PATH_INFO"]
-        if stat.S_ISREG(st.st_mode) and self.is_own_placeholder(environ, path, st.st_size):
+        size = self.storage.content_size(st.st_size)
+        if stat.S_ISREG(st.st_mode) and self.is_own_placeholder(environ, path, size):
             return box, rel, fs_path
         parent = path.rstrip("/").rpartition("/")[0]
         free = next(c for c in free_names(fs_path) if self._free_or_own(environ, parent, c))
@@ -372,7 +377,7 @@ class MailboxProvider(DAVProvider):
         except FileNotFoundError:
             return True
         return stat.S_ISREG(st.st_mode) and self.is_own_placeholder(
-            environ, parent + "/" + candidate.name, st.st_size
+            environ, parent + "/" + candidate.name, self.storage.content_size(st.st_size)
         )
 
     def _own_lock_target(

@@ -30,6 +30,7 @@ from wsgidav.dav_error import (
     HTTP_CONFLICT,
     HTTP_FORBIDDEN,
     HTTP_INSUFFICIENT_STORAGE,
+    HTTP_INTERNAL_ERROR,
     HTTP_NOT_FOUND,
     HTTP_SERVICE_UNAVAILABLE,
     DAVError,
@@ -40,10 +41,12 @@ from davbox import file_index
 from davbox.access import MailboxAccess
 from davbox.audit import AuditUnavailable
 from davbox.dav.audit import mark_audited
-from davbox.dav.errors import internal_error
+from davbox.dav.errors import TAMPERED, internal_error
+from davbox.encryption import request_alarm
 from davbox.events import Uploaded, request_context
 from davbox.policies.base import Decision, Operation, UploadLimit
 from davbox.providers.storage.filesystem import AtomicWriter, LengthMismatch, StorageFull
+from davbox.providers.storage.sealed import ContentTampered
 
 if TYPE_CHECKING:
     from davbox.dav.provider import MailboxProvider
@@ -75,6 +78,8 @@ def _native(method: Callable[..., Any]) -> Callable[..., Any]:
             return method(self, *args, **kwargs)
         except DAVError:
             raise
+        except ContentTampered:  # recorded and logged by the storage's alarm
+            raise DAVError(HTTP_INTERNAL_ERROR, TAMPERED) from None
         except (StorageFull, LengthMismatch) as exc:
             raise storage_error(exc) from exc
         except OSError as exc:
@@ -190,6 +195,16 @@ class _Stored:
                 items += [(f"{prefix}/{name}", False) for name in sorted(files)]
         return items
 
+    def _open(self, fs_path: Path, rel: str) -> Any:
+        """A stored file's content; one that fails its integrity check is recorded and
+        answered 500 (a later segment failing cuts the answer off instead)."""
+        events = self.provider.events
+        alarm = request_alarm(events, request_context(self.environ), self.box.name, rel)
+        try:
+            return self.provider.storage.open_content(fs_path, alarm)
+        except ContentTampered:
+            raise DAVError(HTTP_INTERNAL_ERROR, TAMPERED) from None
+
     def _refuse_top(self, what: str) -> None:
         mount = self.environ.get("davbox.link")
         if mount is not None and self.rel == (mount.link.path.rstrip("/") or "/"):
@@ -230,11 +245,14 @@ class _Stored:
                 self.provider.authorize(self.environ, dest_box, target_rel, Operation.MKCOL)
                 continue
             source_fs = self.fs_path / suffix.lstrip("/") if suffix else self.fs_path
-            size = source_fs.stat().st_size
-            existing = target_fs.stat().st_size if target_fs.is_file() else None
+            storage = self.provider.storage
+            size = storage.content_size(source_fs.stat().st_size)
+            existing = (
+                storage.content_size(target_fs.stat().st_size) if target_fs.is_file() else None
+            )
             growth += (0 if same_box else size) - (existing or 0)
             new_files += (0 if same_box else 1) - (0 if existing is None else 1)
-            with open(source_fs, "rb") as handle:
+            with self._open(source_fs, rel) as handle:
                 head = handle.read(HEAD_BYTES)
             self.provider.authorize(
                 self.environ,
@@ -465,7 +483,7 @@ class MailboxFile(_Stored, DAVNonCollection):
             file_index.set_available_until(self.provider.access.db, self.box.name, self.rel, when)
 
     def get_content_length(self) -> int:
-        return self.st.st_size if self.st else 0
+        return self.provider.storage.content_size(self.st.st_size) if self.st else 0
 
     def get_content_type(self) -> str:
         return util.guess_mime_type(self.path, self.environ["wsgidav.config"])
@@ -477,7 +495,8 @@ class MailboxFile(_Stored, DAVNonCollection):
         st = self.st
         if st is None:
             return None
-        return f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
+        size = self.provider.storage.content_size(st.st_size)
+        return f"{st.st_ino:x}-{st.st_mtime_ns:x}-{size:x}"
 
     def support_etag(self) -> bool:
         return True
@@ -487,14 +506,14 @@ class MailboxFile(_Stored, DAVNonCollection):
 
     def get_content(self) -> Any:
         self.authorize(Operation.READ)
-        return open(self.fs_path, "rb", buffering=0)
+        return self._open(self.fs_path, self.rel)
 
     def begin_write(self, *, content_type: str | None = None) -> _DavSink:
         """Start an upload: checked now, bounded while streaming, checked again at the end."""
         creating = self.st is None or self._own_lock_placeholder()
         op = Operation.CREATE if creating else Operation.OVERWRITE
         details: dict[str, Any] = {
-            "replaced": self.st.st_size if self.st else 0,
+            "replaced": self.get_content_length(),
             "new_files": 1 if self.st is None else 0,
         }
         self.authorize(op, **details)
@@ -579,7 +598,7 @@ class MailboxFile(_Stored, DAVNonCollection):
 
     def _own_lock_placeholder(self) -> bool:
         return self.st is not None and self.provider.is_own_placeholder(
-            self.environ, self.path, self.st.st_size
+            self.environ, self.path, self.get_content_length()
         )
 
 

@@ -463,3 +463,16 @@ class JobRun(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     held_until: Mapped[float | None] = mapped_column(Float)
+
+
+class EncryptionKey(Base):
+    """A key-encryption key (davbox.keys), wrapped by the master key; ``wrapped`` is
+    None once it is retired (no file uses it any more, so it is destroyed)."""
+
+    __tablename__ = "encryption_keys"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    wrapped: Mapped[bytes | None] = mapped_column(LargeBinary)
+    current: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

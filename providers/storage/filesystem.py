@@ -20,6 +20,11 @@ Guarantees:
 - ``sweep_temps()`` (at start) removes temps whose writer process is gone.
 - Replacing an existing folder (MOVE/COPY with overwrite) first renames the old
   one into ``tmp/`` and removes it only after the new one is in place.
+- Content goes through ``open_content`` (a seekable file of the plaintext),
+  ``content_size`` (plaintext size from ``st_size``) and ``writer``; files
+  leave through ``discard_file`` and the tree operations. ``SealedStorage``
+  (``davbox.providers.storage.encrypted``) overrides exactly these to keep
+  every file encrypted; callers never open mailbox files themselves.
 """
 
 from __future__ import annotations
@@ -34,10 +39,12 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from davbox.policies.base import Usage
+from davbox.providers.storage.sealed import HEADER_SIZE, Kek, SegmentSealer
 
 _NUMBERED = re.compile(r"^(.*) \((\d+)\)$")
 
@@ -67,6 +74,9 @@ def _fsync_dir(path: Path) -> None:
 
 
 class FilesystemStorage:
+    #: Whether files are stored encrypted (``SealedStorage``).
+    sealed = False
+
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self.mailboxes = self.root / "mailboxes"
@@ -100,11 +110,37 @@ class FilesystemStorage:
         for folder, _dirs, names in os.walk(self.mailbox_dir(storage_key)):
             for name in names:
                 with contextlib.suppress(FileNotFoundError):
-                    total += os.lstat(os.path.join(folder, name)).st_size
+                    total += self.content_size(os.lstat(os.path.join(folder, name)).st_size)
                     files += 1
         usage = Usage(total, files)
         self._usage[storage_key] = (usage, now)
         return usage
+
+    # -- content: what the encrypted storage overrides ---------------------------------
+
+    def content_size(self, stored_size: int) -> int:
+        """The size clients see of a file that takes ``stored_size`` bytes on disk."""
+        return stored_size
+
+    def open_content(self, path: Path, alarm: Callable[[str], None] | None = None) -> BinaryIO:
+        """The file's content, seekable. ``alarm(reason)``: called if it fails its integrity
+        check (encrypted storage), before the read raises ``ContentTampered``."""
+        return open(path, "rb", buffering=0)
+
+    def discard_file(self, path: Path) -> None:
+        """Remove one file for good (no error if it is gone already)."""
+        path.unlink(missing_ok=True)
+
+    def _replace_file(self, source: Path, target: Path) -> None:
+        """``os.replace``; the encrypted storage also destroys the replaced file's key."""
+        os.replace(source, target)
+
+    def _remove_tree(self, path: Path) -> None:
+        shutil.rmtree(path, ignore_errors=True)
+
+    def _copy_one(self, source: str, target: str) -> None:
+        """Copy one file of a tree (``shutil.copytree``'s ``copy_function``)."""
+        shutil.copy2(source, target)
 
     def commit_lock(self, storage_key: str) -> threading.Lock:
         """A lock per mailbox, held across a final quota check and the commit it guards."""
@@ -121,7 +157,7 @@ class FilesystemStorage:
         if path.exists():
             trash = self.temp_path("trash")
             os.rename(path, trash)
-            shutil.rmtree(trash, ignore_errors=True)
+            self._remove_tree(trash)
 
     def temp_path(self, kind: str) -> Path:
         """A fresh name in tmp/ that records which process made it."""
@@ -144,9 +180,9 @@ class FilesystemStorage:
                 continue
             if stale:
                 if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry, ignore_errors=True)
+                    self._remove_tree(entry)
                 else:
-                    entry.unlink(missing_ok=True)
+                    self.discard_file(entry)
                 removed += 1
         if removed:
             _log.info("removed %d unfinished upload(s) left by an earlier run", removed)
@@ -156,7 +192,14 @@ class FilesystemStorage:
         self, target: Path, expected_length: int | None, *, exclusive: bool = False
     ) -> AtomicWriter:
         """A sink for ``target``; ``exclusive``: never replace a file, take a free name instead."""
-        return AtomicWriter(self.temp_path("part"), target, expected_length, exclusive=exclusive)
+        return AtomicWriter(
+            self.temp_path("part"),
+            target,
+            expected_length,
+            exclusive=exclusive,
+            replace=self._replace_file,
+            discard=self.discard_file,
+        )
 
     def create_empty(self, target: Path) -> None:
         """Create a zero-byte file (LOCK on an unmapped URL); FileExistsError if taken."""
@@ -167,7 +210,7 @@ class FilesystemStorage:
         """Copy atomically: the target is replaced only by a complete copy."""
         writer = self.writer(target, None)
         try:
-            with open(source, "rb") as src:
+            with self.open_content(source) as src:
                 while chunk := src.read(block_size):
                     writer.write(chunk)
             writer.commit()
@@ -180,10 +223,11 @@ class FilesystemStorage:
         """Copy a folder tree; an existing target is swapped out only when the copy is whole."""
         staging = self.temp_path("copy")
         try:
-            shutil.copytree(source, staging, symlinks=False)
-        except OSError as exc:
-            shutil.rmtree(staging, ignore_errors=True)
-            _raise_full(exc)
+            shutil.copytree(source, staging, symlinks=False, copy_function=self._copy_one)
+        except BaseException as exc:
+            self._remove_tree(staging)
+            if isinstance(exc, OSError):
+                _raise_full(exc)
             raise
         self.replace_tree(staging, target)
 
@@ -199,20 +243,22 @@ class FilesystemStorage:
                 os.rename(trash, target)
                 raise
             if replaces_folder:
-                shutil.rmtree(trash, ignore_errors=True)
+                self._remove_tree(trash)
             else:
-                trash.unlink()
+                self.discard_file(trash)
         else:
-            os.replace(source, target)
+            self._replace_file(source, target)
         _fsync_dir(target.parent)
 
     def delete(self, target: Path) -> None:
         if target.is_dir() and not target.is_symlink():
             trash = self.temp_path("trash")
             os.rename(target, trash)
-            shutil.rmtree(trash, ignore_errors=True)
+            self._remove_tree(trash)
         else:
-            target.unlink()
+            if not target.exists():
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(target))
+            self.discard_file(target)
         _fsync_dir(target.parent)
 
 
@@ -220,7 +266,15 @@ class AtomicWriter:
     """A file-like sink that becomes visible at ``target`` only when ``commit()`` succeeds."""
 
     def __init__(
-        self, temp: Path, target: Path, expected_length: int | None, *, exclusive: bool = False
+        self,
+        temp: Path,
+        target: Path,
+        expected_length: int | None,
+        *,
+        exclusive: bool = False,
+        replace: Callable[[Path, Path], None] = os.replace,
+        discard: Callable[[Path], None] = lambda path: path.unlink(missing_ok=True),
+        ring: Kek | None = None,
     ) -> None:
         self.temp = temp
         self.target = target
@@ -228,13 +282,29 @@ class AtomicWriter:
         # Create-only (uploads by people who may not see the folder): the file
         # is linked in under a name nobody has, never replacing one.
         self.exclusive = exclusive
-        self.received = 0
+        self.received = 0  # bytes of content (plaintext) so far
         self.committed = False
+        self._replace = replace
+        self._discard = discard
         self._previous: Path | None = None  # the replaced version, kept until release()
         self._file = open(temp, "xb", buffering=0)  # noqa: SIM115 (closed in commit/abort)
+        # Encrypted storage: the content goes through the sealer; room for the
+        # header (written at commit, with the data key) is kept at the start.
+        self._ring = ring
+        self._sealer: SegmentSealer | None = None
+        if ring is not None:
+            self._store(bytes(HEADER_SIZE))
+            self._sealer = SegmentSealer(self._store)
 
     def write(self, data: bytes) -> int:
         self.received += len(data)
+        if self._sealer is not None:
+            self._sealer.write(data)
+        else:
+            self._store(data)
+        return len(data)
+
+    def _store(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data)
         try:
             # The file is unbuffered (raw): write() may store only part of the data
@@ -246,7 +316,6 @@ class AtomicWriter:
         except OSError as exc:
             _raise_full(exc)
             raise
-        return len(data)
 
     def writelines(self, chunks: object) -> None:
         for chunk in chunks:  # type: ignore[attr-defined]
@@ -259,6 +328,9 @@ class AtomicWriter:
         if self.expected_length is not None and self.received != self.expected_length:
             raise LengthMismatch(self.received, self.expected_length)
         try:
+            if self._sealer is not None and self._ring is not None:
+                self._sealer.finish()
+                os.pwrite(self._file.fileno(), self._sealer.header(self._ring), 0)
             os.fsync(self._file.fileno())
             self._file.close()
             if keep_previous and not self.exclusive and self.target.is_file():
@@ -267,7 +339,7 @@ class AtomicWriter:
             if self.exclusive:
                 self._link_free()
             else:
-                os.replace(self.temp, self.target)
+                self._replace(self.temp, self.target)
             _fsync_dir(self.target.parent)
         except OSError as exc:
             _raise_full(exc)
@@ -295,17 +367,17 @@ class AtomicWriter:
         if not self.committed:
             return
         if self._previous is not None:
-            os.replace(self._previous, self.target)
+            self._replace(self._previous, self.target)
             self._previous = None
         else:
-            self.target.unlink(missing_ok=True)
+            self._discard(self.target)
         _fsync_dir(self.target.parent)
         self.committed = False
 
     def release(self) -> None:
         """Forget the replaced version kept by ``commit(keep_previous=True)``."""
         if self._previous is not None:
-            self._previous.unlink(missing_ok=True)
+            self._discard(self._previous)
             self._previous = None
 
     def close(self) -> None:
