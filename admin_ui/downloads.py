@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import mimetypes
 import os
+import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, BinaryIO
@@ -50,6 +51,11 @@ def file_response(
     response.content_length = size
     response.last_modified = st.st_mtime  # type: ignore[assignment]
     response.set_etag(f"{st.st_ino:x}-{st.st_mtime_ns:x}-{size:x}")
+    suffix = re.fullmatch(r"\s*bytes\s*=\s*-\s*(\d+)\s*", environ.get("HTTP_RANGE", ""))
+    if suffix and size and int(suffix.group(1)) >= size:
+        # A suffix at least as long as the file is all of it (RFC 9110 section
+        # 14.1.1); werkzeug 3.1 answers 416.
+        environ = {**environ, "HTTP_RANGE": "bytes=0-"}
     try:
         response = response.make_conditional(environ, accept_ranges=True, complete_length=size)
     except RequestedRangeNotSatisfiable:

@@ -33,7 +33,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from davbox.dav.links import is_link_path
-from davbox.http import new_request_id, plain_response, status_line
+from davbox.http import drop_invalid_range, new_request_id, plain_response, status_line
 from davbox.providers.storage.sealed import ContentTampered
 from davbox.proxies import ClientAddress
 
@@ -76,6 +76,7 @@ class Dispatcher:
         outcome: dict[str, Any] = {"status": "-"}
         environ["davbox.request_id"] = new_request_id()
         self.client_address.apply(environ)
+        drop_invalid_range(environ)
 
         def recording_start_response(
             status: str, headers: list[tuple[str, str]], exc_info: Any = None

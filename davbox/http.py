@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
@@ -68,4 +69,26 @@ def plain_response(
     ]
     close_if_body_unread(environ, all_headers)
     start_response(status_line(code), all_headers)
-    return [body]
+    return [b""] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
+
+
+_RANGE = re.compile(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*")
+
+
+def drop_invalid_range(environ: dict[str, Any]) -> None:
+    """Ignore a ``Range`` that RFC 9110 says to ignore but WsgiDAV misreads.
+
+    ``bytes=5-3`` (last before first) is invalid, ``bytes=-0`` asks for no
+    bytes at all: both are dropped, so the whole file is sent (200), as RFC
+    9110 section 14.2 allows. (WsgiDAV 4.4 answered them with wrong bytes or
+    a Content-Range beyond the file.)
+    """
+    value = environ.get("HTTP_RANGE")
+    if value is None:
+        return
+    match = _RANGE.fullmatch(value)
+    if match is None:
+        return
+    first, last = match.groups()
+    if (first and last and int(first) > int(last)) or (not first and last and int(last) == 0):
+        del environ["HTTP_RANGE"]

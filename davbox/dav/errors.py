@@ -134,7 +134,8 @@ class DavErrorMiddleware(BaseMiddleware):
         status, headers, body = error_response(error)
         close_if_body_unread(environ, headers)
         start_response(status, headers)
-        yield body
+        if environ.get("REQUEST_METHOD") != "HEAD":  # a HEAD answer has no body
+            yield body
 
 
 def _request_id(environ: dict[str, Any]) -> str:
