@@ -302,6 +302,14 @@ class AccessService:
             return None
         return Principal("user", row.name, row.id, self._groups_of(row.id))
 
+    def profile(self, username: str) -> tuple[str, str | None]:
+        """(display name, mail address) of an account, for clients that show them."""
+        with self.db.session() as session:
+            row = session.execute(
+                select(User.display_name, User.email).where(User.name == username)
+            ).first()
+        return (row.display_name, row.email) if row is not None else ("", None)
+
     def _groups_of(self, user_id: int) -> frozenset[str]:
         with self.db.session() as session:
             names = session.execute(

@@ -25,6 +25,8 @@ from davbox.admin_ui.register_pages import RegisterPages
 from davbox.admin_ui.report_pages import ReportPages
 from davbox.admin_ui.web import WebApp
 from davbox.audit import AuditSink, AuditStore
+from davbox.compat.fileids import FileIdSink
+from davbox.compat.uploads import ResponseHeaders
 from davbox.config import Settings
 from davbox.config.schema import LdapProviderSettings
 from davbox.dav.audit import AuditMiddleware
@@ -124,7 +126,7 @@ class Runtime:
         audit = AuditStore(db)
         # The audit sink first: if it cannot write, emit raises before anything
         # else has heard of the event, and the operation is refused.
-        sinks: list[Sink] = [AuditSink(audit), LogSink(), FileIndexSink(db)]
+        sinks: list[Sink] = [AuditSink(audit), LogSink(), FileIndexSink(db), FileIdSink(db)]
         outbox = Outbox(db, sender_domain=settings.mail.from_address.rpartition("@")[2])
         if settings.mail.active:
             # Last: it never raises, and it only hears of what was recorded.
@@ -243,7 +245,10 @@ class Runtime:
         dav = WsgiDAVApp(self.dav_config(DAV_PREFIX, locks, props))
         realm = self.settings.auth.realm
         authenticated = BasicAuthMiddleware(
-            AuditMiddleware(dav, self.events, self.audit), self.access, realm, self.events
+            AuditMiddleware(ResponseHeaders(dav), self.events, self.audit),
+            self.access,
+            realm,
+            self.events,
         )
         link_config = self.dav_config(None, locks, props)
         link_config["lock_storage"] = False  # it uses the member app's lock manager:

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+from davbox.compat.status import status_app
 from davbox.dav.links import is_link_path
 from davbox.http import drop_invalid_range, new_request_id, plain_response, status_line
 from davbox.providers.storage.sealed import ContentTampered
@@ -42,6 +43,8 @@ _err = logging.getLogger("davbox.errors")
 
 App = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 DAV_PREFIX = "/dav"
+WEBDAV_PREFIX = "/remote.php/webdav"  # ownCloud's (and old Nextcloud's) WebDAV URL
+FILES_PREFIX = "/remote.php/dav/files"  # Nextcloud's: .../files/<account>/
 # WsgiDAV reads PROPFIND, PROPPATCH and LOCK bodies into memory: cap them.
 MAX_XML_BODY = 1024 * 1024
 # Share-link tokens are secrets: the access log shows /s/- instead.
@@ -77,6 +80,7 @@ class Dispatcher:
         environ["davbox.request_id"] = new_request_id()
         self.client_address.apply(environ)
         drop_invalid_range(environ)
+        requested = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
 
         def recording_start_response(
             status: str, headers: list[tuple[str, str]], exc_info: Any = None
@@ -121,9 +125,7 @@ class Dispatcher:
                     environ.get("REQUEST_METHOD"),
                     _REGISTER_TOKEN.sub(
                         "/register/verify/-",
-                        _LINK_TOKEN.sub(
-                            "/s/-", environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-                        ),
+                        _LINK_TOKEN.sub("/s/-", requested),
                     ),
                     outcome["status"],
                     (time.monotonic() - started) * 1000,
@@ -164,15 +166,56 @@ class Dispatcher:
 
         if method == "OPTIONS" and path in ("/", "*", ""):
             return _server_options(start_response)
-        if path == DAV_PREFIX or path.startswith(DAV_PREFIX + "/"):
-            environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "").rstrip("/") + DAV_PREFIX
-            environ["PATH_INFO"] = environ["PATH_INFO"][len(DAV_PREFIX) :] or "/"
+        prefix = dav_prefix(path)
+        if prefix is not None:
+            # One WebDAV app under three names: inside it, everything is at /dav
+            # (WsgiDAV's mount path, Destination headers, audit records); hrefs
+            # in answers use the name the client used (davbox.href_prefix).
+            base = environ.get("SCRIPT_NAME", "").rstrip("/")
+            environ["SCRIPT_NAME"] = base + DAV_PREFIX
+            environ["PATH_INFO"] = environ["PATH_INFO"][len(prefix.encode()) :] or "/"
+            if prefix != DAV_PREFIX:
+                environ["davbox.href_prefix"] = prefix
+                if "HTTP_DESTINATION" in environ:
+                    environ["HTTP_DESTINATION"] = _rebase(
+                        environ["HTTP_DESTINATION"], base + prefix, base + DAV_PREFIX
+                    )
+            if prefix.startswith(FILES_PREFIX):
+                # Nextcloud's form names the account: only its own tree is there.
+                environ["davbox.dav_user"] = prefix[len(FILES_PREFIX) + 1 :]
             return self.dav_app(environ, start_response)
+        if path == "/status.php":
+            return status_app(environ, start_response)
         if self.link_dav is not None and is_link_path(path):
             return self.link_dav(environ, start_response)
         if self.ocs is not None and path.startswith("/ocs/"):
             return self.ocs(environ, start_response)
         return self.web_app(environ, start_response)
+
+
+def dav_prefix(path: str) -> str | None:
+    """Which members' WebDAV prefix ``path`` is under, or None.
+
+    ``/dav``, ownCloud's ``/remote.php/webdav`` and Nextcloud's
+    ``/remote.php/dav/files/<account>``: the same mailbox tree under each.
+    """
+    for prefix in (DAV_PREFIX, WEBDAV_PREFIX):
+        if path == prefix or path.startswith(prefix + "/"):
+            return prefix
+    if path.startswith(FILES_PREFIX + "/"):
+        account = path[len(FILES_PREFIX) + 1 :].split("/", 1)[0]
+        if account:
+            return f"{FILES_PREFIX}/{account}"
+    return None
+
+
+def _rebase(url: str, old: str, new: str) -> str:
+    """``url`` with its path's leading ``old`` (unquoted) replaced by ``new``."""
+    parts = urlsplit(url)
+    path = unquote(parts.path)
+    if path != old and not path.startswith(old + "/"):
+        return url
+    return urlunsplit(parts._replace(path=quote(new + path[len(old) :], safe="/!$&'()*+,;=:@")))
 
 
 def _nfc_url(url: str) -> str:

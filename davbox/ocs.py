@@ -77,6 +77,7 @@ from werkzeug.wrappers import Request, Response
 
 from davbox import links
 from davbox.access import AccessService, AppPasswordRequired
+from davbox.compat import cloud
 from davbox.config import Settings
 from davbox.dav.authn import UNAVAILABLE, WRONG
 from davbox.events import EventBus, LoginRefused, request_context
@@ -165,6 +166,16 @@ class OcsApp:
         params: dict[str, str],
         known: bool,
     ) -> Any:
+        if (
+            known
+            and rest in ("/cloud/capabilities", "/cloud/user")
+            and request.method
+            in (
+                "GET",
+                "HEAD",
+            )
+        ):
+            return self._cloud(rest, environ)
         if not known or not (rest == _SHARES or rest.startswith(_SHARES + "/")):
             raise OcsError(998, "there is no such OCS endpoint on this server")
         if request.headers.get("OCS-APIRequest", "").strip().lower() != "true":
@@ -206,6 +217,16 @@ class OcsApp:
         raise OcsError(
             405, "use GET, PUT or DELETE on /shares/<id>", [("Allow", "GET, HEAD, PUT, DELETE")]
         )
+
+    def _cloud(self, rest: str, environ: dict[str, Any]) -> Any:
+        """``cloud/capabilities`` (credentials optional) and ``cloud/user`` (required)."""
+        if rest == "/cloud/capabilities":
+            if environ.get("HTTP_AUTHORIZATION"):
+                self._authenticate(environ)
+            return cloud.capabilities()
+        principal = self._authenticate(environ)
+        display_name, email = self.access.profile(principal.name)
+        return cloud.user(principal, display_name, email)
 
     def _list(
         self, principal: Principal, params: dict[str, str], environ: dict[str, Any]

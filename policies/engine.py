@@ -58,6 +58,10 @@ class PolicyEngine:
         self.replace(policies or [])
 
     @property
+    def members_may_share(self) -> bool:
+        return self._membership.members_may_share
+
+    @property
     def _rules(self) -> tuple[_Rule, ...]:
         return self._state[0]
 

@@ -1,6 +1,8 @@
 """HTTP Basic authentication in front of the WebDAV app.
 
-Reads ``HTTP_AUTHORIZATION``; sets ``wsgidav.auth.user_name`` (WsgiDAV's lock
+Reads ``HTTP_AUTHORIZATION`` (and ``davbox.dav_user``: under Nextcloud's
+``/remote.php/dav/files/<account>/`` only that account gets in, others 403);
+sets ``wsgidav.auth.user_name`` (WsgiDAV's lock
 principal), ``davbox.principal`` and ``davbox.mailboxes``. Missing, malformed
 and wrong credentials all get 401 with a ``WWW-Authenticate`` challenge and a
 one-line reason; a malformed header never causes a 500. Too many failed logins
@@ -84,6 +86,15 @@ class BasicAuthMiddleware:
             )
         if principal is None:
             return self._refuse(environ, start_response, WRONG, username)
+        tree_of = environ.get("davbox.dav_user")
+        if tree_of is not None and tree_of != principal.name:
+            return plain_response(
+                environ,
+                start_response,
+                403,
+                f"this is the file tree of another account; yours is at"
+                f" /remote.php/dav/files/{principal.name}/",
+            )
         environ["wsgidav.auth.user_name"] = principal.name
         environ["davbox.principal"] = principal
         environ["davbox.mailboxes"] = self.access.mailboxes_for(principal)

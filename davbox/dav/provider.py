@@ -37,6 +37,8 @@ from wsgidav.dav_error import (
 from wsgidav.dav_provider import DAVProvider
 
 from davbox.access import AccessService, MailboxAccess
+from davbox.compat.fileids import FileIds
+from davbox.compat.props import OcProperties, instance_id
 from davbox.dav.audit import mark_audited
 from davbox.dav.resources import (
     TOP_LEVEL_READ_ONLY,
@@ -74,6 +76,7 @@ class MailboxProvider(DAVProvider):
         self.access = access
         self.events = events or EventBus()
         self.block_size = block_size
+        self.oc = OcProperties(FileIds(access.db), instance_id(access.db))
 
     def __repr__(self) -> str:
         return "MailboxProvider"

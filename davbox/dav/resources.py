@@ -40,6 +40,9 @@ from wsgidav.dav_provider import DAVCollection, DAVNonCollection
 from davbox import file_index
 from davbox.access import MailboxAccess
 from davbox.audit import AuditUnavailable
+from davbox.compat.props import NAMES as OC_NAMES
+from davbox.compat.props import folder_etag
+from davbox.compat.uploads import ClientUpload, add_header
 from davbox.dav.audit import mark_audited
 from davbox.dav.errors import TAMPERED, internal_error
 from davbox.encryption import request_alarm
@@ -94,6 +97,15 @@ def _native(method: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def as_requested(environ: dict[str, Any], href: str, mount: str) -> str:
+    """An href under the WebDAV name the client used (``/remote.php/webdav``, ...)
+    instead of the app's ``mount`` path (``/dav``)."""
+    prefix = environ.get("davbox.href_prefix")
+    if prefix is None or not href.startswith(mount + "/"):
+        return href
+    return quote(prefix.encode("latin-1").decode("utf-8")) + href[len(mount) :]
+
+
 def storage_error(exc: Exception) -> DAVError:
     if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
         return DAVError(HTTP_BAD_REQUEST, "the path is too long")
@@ -119,14 +131,32 @@ class RootCollection(DAVCollection):
     def get_display_name(self) -> str:
         return ""
 
+    def get_href(self) -> str:
+        return as_requested(self.environ, super().get_href(), self.provider.mount_path)
+
     def get_member_names(self) -> list[str]:
         return sorted(self.provider.mailboxes(self.environ))
 
     def get_member(self, name: str) -> Any:
         return self.provider.get_resource_inst(util.join_uri("/", name), self.environ)
 
-    def get_etag(self) -> None:
-        return None
+    def get_etag(self) -> str:
+        """Changes whenever anything in one of the caller's mailboxes changes."""
+        boxes = self.provider.mailboxes(self.environ)
+        parts = [
+            f"{name}={folder_etag(self.provider.storage.mailbox_dir(box.storage_key))}"
+            for name, box in sorted(boxes.items())
+        ]
+        return hashlib.sha1("/".join(parts).encode(), usedforsecurity=False).hexdigest()[:20]
+
+    def get_property_names(self, *, is_allprop: bool) -> list[str]:
+        names: list[str] = super().get_property_names(is_allprop=is_allprop)
+        return names if is_allprop else names + OC_NAMES
+
+    def get_property_value(self, name: str) -> Any:
+        if name in OC_NAMES:
+            return self.provider.oc.value(self, name)
+        return super().get_property_value(name)
 
     def get_last_modified(self) -> None:
         return None
@@ -176,11 +206,25 @@ class _Stored:
         """Under a share link, the link's URL (canonical paths stay internal)."""
         mount = self.environ.get("davbox.link")
         if mount is None:
-            return super().get_href()  # type: ignore[misc, no-any-return]
+            href = super().get_href()  # type: ignore[misc]
+            return as_requested(self.environ, href, self.provider.mount_path)
         return quote(mount.href(self.get_preferred_path()), safe="/!*'(),$-_|.")  # type: ignore[attr-defined]
 
     def authorize(self, op: Operation, rel: str | None = None, **details: Any) -> None:
         self.provider.authorize(self.environ, self.box, rel or self.rel, op, **details)
+
+    # -- sync clients' properties (davbox.compat.props), asked for by name -----------
+
+    def get_property_names(self, *, is_allprop: bool) -> list[str]:
+        names: list[str] = super().get_property_names(is_allprop=is_allprop)  # type: ignore[misc]
+        if not is_allprop and "davbox.link" not in self.environ:
+            names += OC_NAMES
+        return names
+
+    def get_property_value(self, name: str) -> Any:
+        if name in OC_NAMES and "davbox.link" not in self.environ:
+            return self.provider.oc.value(self, name)
+        return super().get_property_value(name)  # type: ignore[misc]
 
     def _walk(self) -> list[tuple[str, bool]]:
         """(rel path, is folder) for this item and everything below it, top-down."""
@@ -386,8 +430,12 @@ class MailboxFolder(_Stored, DAVCollection):
         # Through a share link a mailbox's name never shows (as on the link's pages).
         return self.box.name if "davbox.link" not in self.environ else SHARED_FILES
 
-    def get_etag(self) -> None:
-        return None
+    def get_etag(self) -> str | None:
+        """Changes whenever anything below changes (sync clients look here first);
+        none for a caller who may not list the folder (a drop box tells nothing)."""
+        if not self.provider.may(self.environ, self.box, self.rel, Operation.LIST):
+            return None
+        return folder_etag(self.fs_path)
 
     def get_member_names(self) -> list[str]:
         if not self.provider.may(self.environ, self.box, self.rel, Operation.LIST):
@@ -427,6 +475,10 @@ class MailboxFolder(_Stored, DAVCollection):
             (self.fs_path / name).mkdir()
         except OSError as exc:
             raise storage_error(exc) from exc
+        if "davbox.link" not in self.environ:  # sync clients take the new folder's id
+            rel = util.join_uri(self.rel, name)
+            oc_id = self.provider.oc.oc_id(self.environ, self.box, rel, self.fs_path / name)
+            add_header(self.environ, "OC-FileId", oc_id)
 
     def get_used_bytes(self) -> int | None:
         """RFC 4331: what the mailbox holds (not the disk); not told through a share link.
@@ -535,6 +587,8 @@ class MailboxFile(_Stored, DAVNonCollection):
 
         def verify(received: int, head: bytes) -> None:
             self.authorize(op, size=received, head=head, **details)
+            if client is not None:
+                client.verify()  # the sync client's checksum (OC-Checksum)
 
         started = time.monotonic()
 
@@ -561,7 +615,10 @@ class MailboxFile(_Stored, DAVNonCollection):
             decision = Decision.deny(reason, limit.status, limit.rule)
             provider.refuse(self.environ, self.box, self.rel, op, decision)
 
-        sink = _DavSink(self._writer, limit, commit, over_limit)
+        client = ClientUpload.from_environ(self.environ)
+        if client is not None and client.mtime is not None:
+            self._writer.mtime = client.mtime
+        sink = _DavSink(self._writer, limit, commit, over_limit, client)
         return sink
 
     def _record_upload(
@@ -595,6 +652,12 @@ class MailboxFile(_Stored, DAVNonCollection):
             return
         self.st = writer.target.stat()
         self.provider.storage.usage_changed(self.box.storage_key)
+        if writer.mtime is not None:
+            add_header(self.environ, "X-OC-MTime", "accepted")
+        if "davbox.link" not in self.environ:
+            etag = f'"{self.get_etag()}"'
+            add_header(self.environ, "OC-ETag", etag)
+            add_header(self.environ, "OC-FileId", self.provider.oc.value(self, OC_NAMES[0]))
 
     def _own_lock_placeholder(self) -> bool:
         return self.st is not None and self.provider.is_own_placeholder(
@@ -619,11 +682,13 @@ class _DavSink:
         limit: UploadLimit | None,
         commit: Callable[[AtomicWriter], None],
         over_limit: Callable[[UploadLimit], None],
+        client: ClientUpload | None = None,
     ) -> None:
         self.writer = writer
         self.limit = limit
         self.commit = commit
         self.over_limit = over_limit
+        self.client = client
         self.head = b""
         self.hash = hashlib.sha256()
 
@@ -634,6 +699,8 @@ class _DavSink:
         if len(self.head) < HEAD_BYTES:
             self.head += bytes(data[: HEAD_BYTES - len(self.head)])
         self.hash.update(data)
+        if self.client is not None:
+            self.client.update(data)
         try:
             return self.writer.write(data)
         except StorageFull as exc:

@@ -476,3 +476,15 @@ class EncryptionKey(Base):
     current: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class FileId(Base):
+    """A stable id per file and folder path (davbox.compat.fileids): ownCloud's
+    ``oc:fileid``. It stays across overwrites and moves; a copy gets a new one."""
+
+    __tablename__ = "file_ids"
+    __table_args__ = (UniqueConstraint("mailbox_id", "path", name="uq_file_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(String(4096))

@@ -284,6 +284,7 @@ class AtomicWriter:
         self.exclusive = exclusive
         self.received = 0  # bytes of content (plaintext) so far
         self.committed = False
+        self.mtime: float | None = None  # the file's time, if the client gave one
         self._replace = replace
         self._discard = discard
         self._previous: Path | None = None  # the replaced version, kept until release()
@@ -331,6 +332,8 @@ class AtomicWriter:
             if self._sealer is not None and self._ring is not None:
                 self._sealer.finish()
                 os.pwrite(self._file.fileno(), self._sealer.header(self._ring), 0)
+            if self.mtime is not None:
+                os.utime(self._file.fileno(), (self.mtime, self.mtime))
             os.fsync(self._file.fileno())
             self._file.close()
             if keep_previous and not self.exclusive and self.target.is_file():
