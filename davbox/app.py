@@ -25,6 +25,7 @@ from davbox.admin_ui.register_pages import RegisterPages
 from davbox.admin_ui.report_pages import ReportPages
 from davbox.admin_ui.web import WebApp
 from davbox.audit import AuditSink, AuditStore
+from davbox.compat.chunking import ChunkedUploads
 from davbox.compat.fileids import FileIdSink
 from davbox.compat.uploads import ResponseHeaders
 from davbox.config import Settings
@@ -244,8 +245,11 @@ class Runtime:
         locks, props = SqlLockStorage(self.db), SqlPropertyManager(self.db)
         dav = WsgiDAVApp(self.dav_config(DAV_PREFIX, locks, props))
         realm = self.settings.auth.realm
-        authenticated = BasicAuthMiddleware(
-            AuditMiddleware(ResponseHeaders(dav), self.events, self.audit),
+        members_dav = AuditMiddleware(ResponseHeaders(dav), self.events, self.audit)
+        authenticated = BasicAuthMiddleware(members_dav, self.access, realm, self.events)
+        # Nextcloud's chunked uploads end in a PUT through the same app.
+        uploads = BasicAuthMiddleware(
+            ChunkedUploads(self.storage, dav.provider_map["/"], members_dav),
             self.access,
             realm,
             self.events,
@@ -289,6 +293,7 @@ class Runtime:
             pages,
             link_dav=link_dav,
             ocs=OcsApp(self.shares, self.access, self.settings, self.events),
+            uploads=uploads,
             access_log=self.settings.logging.access_log,
             trusted_proxies=list(self.settings.server.trusted_proxies),
         )

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+from davbox.compat.chunking import UPLOADS_PREFIX
 from davbox.compat.status import status_app
 from davbox.dav.links import is_link_path
 from davbox.http import drop_invalid_range, new_request_id, plain_response, status_line
@@ -62,6 +63,7 @@ class Dispatcher:
         *,
         link_dav: App | None = None,
         ocs: App | None = None,
+        uploads: App | None = None,
         access_log: bool = True,
         trusted_proxies: list[str] | None = None,
     ) -> None:
@@ -70,6 +72,7 @@ class Dispatcher:
         self.web_app = web_app
         self.link_dav = link_dav
         self.ocs = ocs
+        self.uploads = uploads
         self.access_log = access_log
 
     def __call__(
@@ -166,6 +169,13 @@ class Dispatcher:
 
         if method == "OPTIONS" and path in ("/", "*", ""):
             return _server_options(start_response)
+        if self.uploads is not None and path.startswith(UPLOADS_PREFIX + "/"):
+            account = path[len(UPLOADS_PREFIX) + 1 :].split("/", 1)[0]
+            uploads_at = f"{UPLOADS_PREFIX}/{account}"
+            environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "").rstrip("/") + uploads_at
+            environ["PATH_INFO"] = environ["PATH_INFO"][len(uploads_at.encode()) :] or "/"
+            environ["davbox.dav_user"] = account
+            return self.uploads(environ, start_response)
         prefix = dav_prefix(path)
         if prefix is not None:
             # One WebDAV app under three names: inside it, everything is at /dav

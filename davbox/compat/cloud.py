@@ -2,7 +2,8 @@
 
 Contract: ``capabilities()`` names only what davbox implements: WebDAV at
 ``remote.php/webdav``, SHA1/MD5/ADLER32 upload checksums (``OC-Checksum``
-is verified), no chunked upload yet (clients send each file in one PUT),
+is verified), Nextcloud's chunked upload (``dav.chunking`` 1.0, not ownCloud's
+old ``bigfilechunking``),
 public links through the share API (password, expiry, upload-only drop).
 ``user(principal, email)`` describes the logged-in account; quotas are per
 mailbox in davbox, so the account's own quota is "unlimited" (-3).
@@ -43,7 +44,7 @@ def capabilities() -> dict[str, Any]:
                     "productname": "davbox",
                 },
             },
-            "dav": {"reports": []},
+            "dav": {"chunking": "1.0", "reports": []},
             "checksums": {
                 "supportedTypes": ["SHA1", "MD5", "ADLER32"],
                 "preferredUploadType": "SHA1",

@@ -273,6 +273,13 @@ class MailboxProvider(DAVProvider):
     ) -> Iterable[bytes]:
         method = environ["REQUEST_METHOD"]
         path = environ["PATH_INFO"]
+        if method == "PUT" and "HTTP_OC_CHUNKED" in environ:
+            # A plain WebDAV server would store each piece as a file of its own.
+            raise DAVError(
+                HTTP_BAD_REQUEST,
+                "ownCloud's old chunked upload (OC-Chunked) is not supported; this server"
+                " takes files whole or in Nextcloud's chunked upload (dav.chunking 1.0)",
+            )
         if len(path.encode()) > MAX_PATH_BYTES:
             raise DAVError(414, f"paths are limited to {MAX_PATH_BYTES} bytes")
         if method == "PROPFIND" and environ.get("HTTP_DEPTH", "infinity").lower() not in (
