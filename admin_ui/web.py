@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import re
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -59,6 +60,8 @@ from davbox.accounts import AdminError
 from davbox.admin_ui.i18n import environment, gettext, negotiate
 from davbox.admin_ui.link_pages import RULES as LINK_RULES
 from davbox.admin_ui.link_pages import LinkPages
+from davbox.admin_ui.loginflow_pages import NEXT_COOKIE, LoginFlowPages
+from davbox.admin_ui.loginflow_pages import RULES as LOGINFLOW_RULES
 from davbox.admin_ui.notify_pages import RULES as NOTIFY_RULES
 from davbox.admin_ui.notify_pages import NotifyPages
 from davbox.admin_ui.register_pages import RULES as REGISTER_RULES
@@ -98,6 +101,7 @@ _ROUTES = Map(
         *LINK_RULES,
         *REPORT_RULES,
         *NOTIFY_RULES,
+        *LOGINFLOW_RULES,
     ],
     strict_slashes=False,
 )
@@ -131,6 +135,7 @@ class WebApp:
         registration: RegisterPages | None = None,
         reports: ReportPages | None = None,
         notifications: NotifyPages | None = None,
+        loginflow: LoginFlowPages | None = None,
     ) -> None:
         self.db = db
         self.access = access
@@ -150,6 +155,9 @@ class WebApp:
         self.notifications = notifications
         if notifications is not None:
             notifications.attach(self)
+        self.loginflow = loginflow
+        if loginflow is not None:
+            loginflow.attach(self)
 
     # -- plumbing ---------------------------------------------------------
 
@@ -177,6 +185,8 @@ class WebApp:
                 owner = self.reports
             elif endpoint.startswith("notify"):
                 owner = self.notifications
+            elif endpoint.startswith("loginflow"):
+                owner = self.loginflow
             if owner is None:
                 raise NotFound()
             response = getattr(owner, "on_" + endpoint)(page, **args)
@@ -373,9 +383,19 @@ class WebApp:
             stage = "full"
             self._emit_success(page, identity.name, "password")
         self._login_as(page, identity.user_id, stage)
-        return redirect(
-            {"password": "/login/code", "enroll": "/login/setup"}.get(stage, "/account"), 303
-        )
+        if stage == "full":
+            return self._after_login(page)
+        return redirect({"password": "/login/code", "enroll": "/login/setup"}[stage], 303)
+
+    def _after_login(self, page: Page) -> Response:
+        """To the account page, or back to the page that sent the browser to log in
+        (an app's login link: Login Flow v2)."""
+        target = page.request.cookies.get(NEXT_COOKIE, "")
+        if target:
+            page.cookies.append((NEXT_COOKIE, None))
+        if re.fullmatch(r"/index\.php/login/v2/flow/[A-Za-z0-9_-]{20,100}", target):
+            return redirect(target, 303)
+        return redirect("/account", 303)
 
     def on_login_code(self, page: Page) -> Response:
         session = page.session
@@ -404,7 +424,7 @@ class WebApp:
             )
         self._advance(page, "full")
         self._emit_success(page, session.username, "password+code")
-        return redirect("/account", 303)
+        return self._after_login(page)
 
     def on_login_setup(self, page: Page) -> Response:
         """Two-factor login set up during the first login (the account requires it)."""

@@ -20,6 +20,7 @@ from davbox import codes
 from davbox.access import AccessService
 from davbox.admin_ui.link_access import LinkGate
 from davbox.admin_ui.link_pages import LinkPages
+from davbox.admin_ui.loginflow_pages import LoginFlowPages
 from davbox.admin_ui.notify_pages import NotifyPages
 from davbox.admin_ui.register_pages import RegisterPages
 from davbox.admin_ui.report_pages import ReportPages
@@ -27,6 +28,7 @@ from davbox.admin_ui.web import WebApp
 from davbox.audit import AuditSink, AuditStore
 from davbox.compat.chunking import ChunkedUploads
 from davbox.compat.fileids import FileIdSink
+from davbox.compat.loginflow import LoginFlows
 from davbox.compat.uploads import ResponseHeaders
 from davbox.config import Settings
 from davbox.config.schema import LdapProviderSettings
@@ -281,6 +283,9 @@ class Runtime:
             ),
             reports=self.report_pages(),
             registration=self.register_pages(),
+            loginflow=LoginFlowPages(
+                LoginFlows(self.db), self.events, self.settings.server.public_url
+            ),
             notifications=NotifyPages(
                 self.events,
                 audit=self.audit,

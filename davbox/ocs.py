@@ -75,12 +75,13 @@ from xml.etree import ElementTree as ET
 
 from werkzeug.wrappers import Request, Response
 
-from davbox import links
+from davbox import app_passwords, links
 from davbox.access import AccessService, AppPasswordRequired
+from davbox.accounts import AdminError
 from davbox.compat import cloud
 from davbox.config import Settings
 from davbox.dav.authn import UNAVAILABLE, WRONG
-from davbox.events import EventBus, LoginRefused, request_context
+from davbox.events import EventBus, LoginRefused, LoginSucceeded, request_context
 from davbox.http import close_if_body_unread, status_line
 from davbox.links import Link, LinkChange, LinkError
 from davbox.paths import base_url
@@ -166,16 +167,13 @@ class OcsApp:
         params: dict[str, str],
         known: bool,
     ) -> Any:
-        if (
-            known
-            and rest in ("/cloud/capabilities", "/cloud/user")
-            and request.method
-            in (
-                "GET",
-                "HEAD",
-            )
-        ):
+        reading = request.method in ("GET", "HEAD")
+        if known and reading and rest in ("/cloud/capabilities", "/cloud/user"):
             return self._cloud(rest, environ)
+        if known and rest == "/core/getapppassword" and request.method == "GET":
+            if request.headers.get("OCS-APIRequest", "").strip().lower() != "true":
+                raise OcsError(412, "CSRF check failed: send 'OCS-APIRequest: true'")
+            return self._app_password(environ)
         if not known or not (rest == _SHARES or rest.startswith(_SHARES + "/")):
             raise OcsError(998, "there is no such OCS endpoint on this server")
         if request.headers.get("OCS-APIRequest", "").strip().lower() != "true":
@@ -227,6 +225,20 @@ class OcsApp:
         principal = self._authenticate(environ)
         display_name, email = self.access.profile(principal.name)
         return cloud.user(principal, display_name, email)
+
+    def _app_password(self, environ: dict[str, Any]) -> dict[str, str]:
+        """Nextcloud's ``core/getapppassword``: trade a password login for an app password."""
+        principal = self._authenticate(environ)
+        if principal.credential_id is not None:
+            raise OcsError(403, "this login is an app password already")
+        label = f"getapppassword {datetime.now(UTC):%Y-%m-%d %H.%M.%S}"
+        try:
+            password = app_passwords.create(self.shares.db, principal.name, label)
+        except AdminError as exc:
+            raise OcsError(409, str(exc)) from None
+        context = {**request_context(environ), "actor": principal.name}
+        self.events.emit(LoginSucceeded(**context, method="app-password", via="ocs"))
+        return {"apppassword": password}
 
     def _list(
         self, principal: Principal, params: dict[str, str], environ: dict[str, Any]

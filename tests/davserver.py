@@ -113,6 +113,8 @@ class DavboxServer:
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
             if not line:
+                self.proc.wait()
+                self._close()
                 raise RuntimeError(f"server exited early; log:\n{self.log_path.read_text()}")
             self.output.append(line)
             match = re.search(r"created account 'admin' with password (\S+)", line)

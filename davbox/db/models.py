@@ -488,3 +488,17 @@ class FileId(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"))
     path: Mapped[str] = mapped_column(String(4096))
+
+
+class LoginFlow(Base):
+    """A Nextcloud Login Flow v2 in progress (davbox.compat.loginflow): tokens kept as
+    SHA-256 digests only; ``granted_to`` once the account's owner allowed it."""
+
+    __tablename__ = "login_flows"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    login_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    poll_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    client: Mapped[str] = mapped_column(String(256), default="")
+    expires_at: Mapped[float] = mapped_column(Float)
+    granted_to: Mapped[str | None] = mapped_column(String(128))
