@@ -22,6 +22,7 @@ from davbox.policies.base import Policy
 from davbox.policies.limits import DenyPolicy, ExtensionPolicy, QuotaPolicy, SizePolicy
 from davbox.policies.links import LinkPolicy
 from davbox.policies.retention import RetentionPolicy
+from davbox.policies.systemfiles import SystemFilesPolicy
 from davbox.policies.twofactor import TwoFactorPolicy
 
 BUILTINS: dict[str, type[Policy]] = {
@@ -34,6 +35,7 @@ BUILTINS: dict[str, type[Policy]] = {
         TwoFactorPolicy,
         LinkPolicy,
         RetentionPolicy,
+        SystemFilesPolicy,
     )
 }
 

@@ -49,6 +49,7 @@ from davbox.dav.resources import (
 from davbox.events import AccessRefused, EventBus, request_context
 from davbox.policies.base import AccessRequest, Decision, Operation, Principal
 from davbox.policies.engine import PolicyEngine
+from davbox.policies.systemfiles import SystemFilesPolicy, system_file_action
 from davbox.providers.storage.filesystem import FilesystemStorage, free_names
 
 Location = tuple[MailboxAccess, str, Path]
@@ -301,6 +302,15 @@ class MailboxProvider(DAVProvider):
                 # only while they create a file, not for weeks.
                 environ["HTTP_TIMEOUT"] = f"Second-{NON_LISTER_LOCK_SECONDS}"
             top = rel == _top(environ)
+            if method in ("PUT", "UNLOCK") and self.system_file(environ, box, rel, "discard"):
+                if method == "PUT":
+                    return self._discard(environ, start_response, box, rel)
+                # The empty file a LOCK made for it goes when the lock does.
+                answer = list(default_handler(environ, start_response))
+                if fs_path.is_file() and self.storage.content_size(fs_path.stat().st_size) == 0:
+                    self.storage.discard_file(fs_path)
+                    self.storage.usage_changed(box.storage_key)
+                return answer
             if method == "OPTIONS" and not top and not lists:
                 # The same answer whatever exists there: a dropper learns no names.
                 return _fixed_options(start_response)
@@ -322,6 +332,66 @@ class MailboxProvider(DAVProvider):
         if method == "LOCK" and "davbox.renamed" in environ:
             return _lock_root_as_sent(environ, start_response, default_handler)
         return default_handler(environ, start_response)
+
+    # --- files operating systems make for themselves (policies.systemfiles) -----------
+
+    @property
+    def hides_system_files(self) -> bool:
+        return any(
+            isinstance(p, SystemFilesPolicy) and p.options.action == "hide"
+            for p in self.engine.policies
+        )
+
+    def system_file(
+        self, environ: dict[str, Any], box: MailboxAccess, rel: str, action: str
+    ) -> str | None:
+        """The rule that gives the file at ``rel`` this ``action`` (store/hide/discard), if any.
+
+        Only for a caller who may create files there: others get their usual refusal.
+        """
+        mount = environ.get("davbox.link")
+        drop = mount is not None and mount.link.permission == "drop"
+        principal = environ["davbox.principal"]
+        ruling = system_file_action(self.engine.policies, principal, box.name, rel, drop=drop)
+        if ruling is None or ruling[0] != action:
+            return None
+        if action == "discard" and not self.may(environ, box, rel, Operation.CREATE):
+            return None
+        return ruling[1]
+
+    def _discard(
+        self,
+        environ: dict[str, Any],
+        start_response: Callable[..., Any],
+        box: MailboxAccess,
+        rel: str,
+    ) -> Iterable[bytes]:
+        """Answer a PUT of a system file as stored, drop its bytes, and record that."""
+        rule = self.system_file(environ, box, rel, "discard") or "system_files"
+        stream = environ["wsgi.input"]
+        length = environ.get("CONTENT_LENGTH") or ""
+        left = int(length) if length.isdigit() else None
+        while left is None or left > 0:
+            data = stream.read(65536 if left is None else min(65536, left))
+            if not data:
+                break
+            if left is not None:
+                left -= len(data)
+        environ["wsgidav.all_input_read"] = 1
+        mark_audited(environ)
+        self.events.emit(
+            AccessRefused(
+                **request_context(environ),
+                mailbox=box.name,
+                path=rel,
+                operation=Operation.CREATE.value,
+                status=201,
+                rule=rule,
+                reason="discarded: a file the operating system makes for itself is not kept",
+            )
+        )
+        start_response("201 Created", [("Content-Length", "0")])
+        return [b""]
 
     def _check_upload_up_front(
         self, environ: dict[str, Any], box: MailboxAccess, rel: str, fs_path: Path

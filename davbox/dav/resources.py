@@ -445,6 +445,13 @@ class MailboxFolder(_Stored, DAVCollection):
             for entry in entries:
                 if entry.is_dir(follow_symlinks=False) or entry.is_file(follow_symlinks=False):
                     names.append(entry.name)
+        if self.provider.hides_system_files:  # a system_files rule with action: hide
+            base = self.rel.rstrip("/")
+            names = [
+                n
+                for n in names
+                if not self.provider.system_file(self.environ, self.box, f"{base}/{n}", "hide")
+            ]
         return sorted(names)
 
     def get_member(self, name: str) -> Any:
