@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 
 # program:package pairs; a program found on PATH (or in /usr/sbin) needs nothing.
 need=""
-for pair in litmus:litmus cadaver:cadaver chromium:chromium slapd:slapd ldapmodify:ldap-utils; do
+for pair in litmus:litmus cadaver:cadaver chromium:chromium slapd:slapd ldapmodify:ldap-utils \
+    nextcloudcmd:nextcloud-desktop-cmd owncloudcmd:owncloud-client-cmd rclone:rclone; do
     program=${pair%%:*}
     command -v "$program" >/dev/null 2>&1 || [ -x "/usr/sbin/$program" ] || need="$need ${pair#*:}"
 done
