@@ -5,6 +5,8 @@ Usage::
     python bench/run.py                 # 1 GiB transfers, 10,000-file PROPFIND (~3 min)
     python bench/run.py --quick         # 256 MiB, 2,000 files (~1 min)
     python bench/run.py --only davbox,wsgidav
+    python bench/run.py --encryption    # also davbox with encryption at rest (davbox-enc)
+    python bench/run.py --encryption --only davbox --transfers-only   # just GET/PUT, both
 
 The servers run side by side in a fresh temporary folder, listening on
 127.0.0.1 only, and are measured in interleaved rounds (see suite.py). They
@@ -31,7 +33,15 @@ from typing import Any, NoReturn
 import fixtures
 import report
 import suite
-from servers import Apache, BenchServer, Credentials, Davbox, PlainWsgidav, ServerError
+from servers import (
+    Apache,
+    BenchServer,
+    Credentials,
+    Davbox,
+    EncryptedDavbox,
+    PlainWsgidav,
+    ServerError,
+)
 
 MiB = 1024 * 1024
 RESULTS = Path(__file__).resolve().parent / "results"  # ignored by git
@@ -50,8 +60,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--only",
-        default=",".join(report.SERVERS),
-        help="comma-separated servers to run (default: davbox,wsgidav,apache)",
+        default=",".join(report.DEFAULT_SERVERS),
+        help=f"comma-separated servers to run, of {', '.join(report.SERVERS)}"
+        f" (default: {','.join(report.DEFAULT_SERVERS)})",
+    )
+    parser.add_argument(
+        "--encryption",
+        action="store_true",
+        help="also run davbox-enc (davbox with encryption at rest) and davbox, and compare"
+        " the two (target: GET and PUT of the large file >= 0.6x davbox)",
+    )
+    parser.add_argument(
+        "--transfers-only",
+        action="store_true",
+        help="measure only the large GET and PUT (no wrk, PROPFIND or password bursts)",
     )
     parser.add_argument("--size-mib", type=int, help="size of the large file (default 1024)")
     parser.add_argument("--files", type=int, help="files in the PROPFIND folder (default 10000)")
@@ -82,6 +104,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             f"--only: unknown server(s) {', '.join(unknown)}; choose from "
             + ", ".join(report.SERVERS)
         )
+    if args.encryption:
+        args.servers += [report.PLAIN, report.ENCRYPTED]
     args.servers = [name for name in report.SERVERS if name in args.servers]
     limits = {"size_mib": 65_536, "files": 100_000, "runs": 100, "wrk_seconds": 600}
     for name, limit in limits.items():
@@ -97,12 +121,14 @@ def make_plan(args: argparse.Namespace) -> suite.Plan:
     quick = args.quick
     return suite.Plan(
         big_size=(args.size_mib or (256 if quick else 1024)) * MiB,
-        files=args.files or (2000 if quick else 10_000),
+        # --transfers-only lists no folder: no need to make thousands of files
+        files=args.files or (10 if args.transfers_only else 2000 if quick else 10_000),
         transfer_runs=args.runs or (3 if quick else 5),
         propfind_runs=args.runs or (3 if quick else 7),
         wrk_rounds=args.runs or (2 if quick else 3),
         wrk_seconds=args.wrk_seconds or (3 if quick else 5),
         wrk_warmup=1 if quick else 2,
+        transfers_only=args.transfers_only,
     )
 
 
@@ -118,7 +144,8 @@ def find_programs(servers: list[str]) -> dict[str, str]:
             f"missing program(s): {', '.join(missing)}; "
             f"install them with: apt-get install -y {packages}"
         )
-    if "davbox" in servers and importlib.util.find_spec("davbox") is None:
+    davboxes = {report.PLAIN, report.ENCRYPTED} & set(servers)
+    if davboxes and importlib.util.find_spec("davbox") is None:
         problems.append("davbox is not importable; install it with: pip install -e .")
     if importlib.util.find_spec("wsgidav") is None and "wsgidav" in servers:
         problems.append("wsgidav is not importable; install davbox (it depends on wsgidav 4.4)")
@@ -144,6 +171,8 @@ def make_server(
     work = root / name
     if name == "davbox":
         return Davbox(work, free_port(), threads, creds)
+    if name == "davbox-enc":
+        return EncryptedDavbox(work, free_port(), threads, creds)
     if name == "wsgidav":
         return PlainWsgidav(work, free_port(), threads, creds)
     return Apache(
@@ -210,21 +239,40 @@ def main(argv: list[str] | None = None) -> int:
         for server in running:
             server.stop()
     elapsed = time.monotonic() - started
-    text = "\n".join(
-        [
-            f"davbox benchmark, {time.strftime('%Y-%m-%d %H:%M:%S')}: "
-            f"{size_label(plan.big_size)} transfers x{plan.transfer_runs}, "
+    label = size_label(plan.big_size)
+    if plan.transfers_only:
+        steps = f"{label} transfers x{plan.transfer_runs} only"
+    else:
+        steps = (
+            f"{label} transfers x{plan.transfer_runs}, "
             f"{plan.files:,}-file PROPFIND x{plan.propfind_runs}, wrk {plan.connections} "
-            f"connections {plan.wrk_rounds}x{plan.wrk_seconds} s, {args.threads} server threads; "
-            f"medians (RSS: maxima); {elapsed:.0f} s",
-            f"{load_before} before, {load_text()} after",
+            f"connections {plan.wrk_rounds}x{plan.wrk_seconds} s"
+        )
+    main_ratios = [
+        (report.PLAIN, other)
+        for other in ("wsgidav", "apache")
+        if report.PLAIN in args.servers and other in args.servers
+    ]
+    sections = [
+        f"davbox benchmark, {time.strftime('%Y-%m-%d %H:%M:%S')}: {steps}, "
+        f"{args.threads} server threads; medians (RSS: maxima); {elapsed:.0f} s",
+        f"{load_before} before, {load_text()} after",
+        "",
+        report.table(results, report.metrics(label, plan.files), args.servers, main_ratios),
+    ]
+    if {report.PLAIN, report.ENCRYPTED} <= set(args.servers):
+        sections += [
             "",
-            report.table(results, report.metrics(size_label(plan.big_size), plan.files)),
-            "",
-            "all rounds:",
-            report.details(results),
+            "encryption at rest: davbox-enc (every file AES-256-GCM sealed) against davbox",
+            report.table(
+                results,
+                report.encryption_metrics(label, plan.files),
+                [report.PLAIN, report.ENCRYPTED],
+                [(report.ENCRYPTED, report.PLAIN)],
+            ),
         ]
-    )
+    sections += ["", "all rounds:", report.details(results)]
+    text = "\n".join(sections)
     print("\n" + text)
     if args.save:
         RESULTS.mkdir(exist_ok=True)

@@ -1,4 +1,4 @@
-"""The three servers under test, each started on 127.0.0.1 in its own folder.
+"""The servers under test, each started on 127.0.0.1 in its own folder.
 
 Every server exposes the same thing: a WebDAV folder at ``base_url`` that is
 the on-disk folder ``storage`` (so test files can be made directly on disk),
@@ -6,6 +6,11 @@ protected by HTTP Basic auth for one user, with ``threads`` worker threads.
 
 - ``Davbox``: ``davbox serve`` with built-in defaults; a user who is a
   ``member`` of mailbox ``bench``; ``storage`` is that mailbox's folder.
+- ``EncryptedDavbox`` (``davbox-enc``): the same with encryption at rest
+  (``storage.encryption`` with a fresh master key): every stored file is
+  AES-256-GCM sealed. The test files are put on disk in plaintext like for the
+  others; ``start`` first has davbox encrypt them (its one-off conversion of a
+  storage that was not encrypted), outside any timed part.
 - ``PlainWsgidav``: ``plain_wsgidav.py`` (WsgiDAV FilesystemProvider on cheroot).
 - ``Apache``: ``apache2 -DFOREGROUND`` with a generated minimal config:
   mpm_event (one child with ``threads`` threads), mod_dav + mod_dav_fs, Basic
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import os
 import pwd
 import re
@@ -146,6 +152,12 @@ class BenchServer(ABC):
         finally:
             conn.close()
 
+    def verify_stored(self, path: Path, plain_size: int) -> None:
+        """Check that ``path`` holds an upload of ``plain_size`` bytes as this server stores it."""
+        stored = path.stat().st_size
+        if stored != plain_size:
+            raise ServerError(f"{self.name}: PUT stored {stored} of {plain_size} bytes")
+
     def check_auth_required(self) -> None:
         status = self.request("PROPFIND", self.base_url, {"Depth": "0"}, auth=False)
         if status != 401:
@@ -181,6 +193,7 @@ class Davbox(BenchServer):
     def __init__(self, work: Path, port: int, threads: int, creds: Credentials) -> None:
         super().__init__(work, port, threads, creds)
         self.data_dir = work / "data"
+        self.config: Path | None = None  # a configuration file for the server, if any
         self._storage: Path | None = None
 
     @property
@@ -193,13 +206,18 @@ class Davbox(BenchServer):
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/dav/{self.mailbox}/"
 
-    def _cli(self, *args: str, stdin: str | None = None) -> str:
+    def _cli(
+        self, *args: str, stdin: str | None = None, config: Path | None = None, timeout: float = 120
+    ) -> str:
+        options = ["--data-dir", str(self.data_dir)]
+        if config is not None:
+            options = ["--config", str(config), *options]
         result = subprocess.run(
-            [sys.executable, "-m", "davbox", "--data-dir", str(self.data_dir), *args],
+            [sys.executable, "-m", "davbox", *options, *args],
             input=stdin,
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=timeout,
         )
         if result.returncode != 0:
             raise ServerError(f"davbox {' '.join(args)} failed: {result.stderr.strip()}")
@@ -228,16 +246,76 @@ class Davbox(BenchServer):
         self._storage.mkdir(parents=True, exist_ok=True)
 
     def command(self) -> list[str]:
+        config = [] if self.config is None else ["--config", str(self.config)]
         return [
             sys.executable,
             "-m",
             "davbox",
+            *config,
             "--data-dir",
             str(self.data_dir),
             "serve",
             "--listen",
             f"127.0.0.1:{self.port}",
         ]
+
+
+class EncryptedDavbox(Davbox):
+    """``davbox serve`` as ``Davbox``, with every stored file encrypted (AES-256-GCM)."""
+
+    name = "davbox-enc"
+
+    def setup(self) -> None:
+        # Accounts and mailbox are made without the key: the storage is still
+        # plain when the fixtures are written into it; start() encrypts them.
+        super().setup()
+        from davbox.keys import new_master_key
+
+        key = self.work / "master.key"
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(new_master_key() + "\n")
+        settings = {"storage": {"encryption": {"master_key": {"$file": str(key)}}}}
+        config = self.work / "config.yaml"
+        config.write_text(json.dumps(settings, indent=2) + "\n")  # JSON is YAML
+        self.config = config
+
+    def start(self, timeout: float = 60) -> None:
+        """Encrypt the fixtures (``davbox keys status`` opens the storage as the server
+        would, which converts it), check that they are, then start the server."""
+        total = sum(entry.stat().st_size for entry in self.storage.rglob("*") if entry.is_file())
+        print(
+            f"bench: {self.name}: encrypting the test files ({total / 1e6:,.0f} MB, once)",
+            flush=True,
+        )
+        started = time.monotonic()
+        status = self._cli("keys", "status", config=self.config, timeout=120 + total / 5e6)
+        print(f"bench: {self.name}: encrypted in {time.monotonic() - started:.1f} s", flush=True)
+        left = re.search(r"files not encrypted: (\d+)", status)
+        if left is None or left.group(1) != "0":
+            raise ServerError(f"{self.name}: storage not encrypted after conversion:\n{status}")
+        for entry in self.storage.rglob("*"):
+            if entry.is_file():
+                self._check_sealed(entry)
+        super().start(timeout)
+
+    def verify_stored(self, path: Path, plain_size: int) -> None:
+        from davbox.providers.storage.sealed import sealed_size
+
+        stored = path.stat().st_size
+        if stored != sealed_size(plain_size):
+            raise ServerError(
+                f"{self.name}: PUT stored {stored} bytes, not {sealed_size(plain_size)}"
+                f" (sealed {plain_size})"
+            )
+        self._check_sealed(path)
+
+    def _check_sealed(self, path: Path) -> None:
+        from davbox.providers.storage.sealed import MAGIC
+
+        with open(path, "rb") as stored:
+            if stored.read(len(MAGIC)) != MAGIC:
+                raise ServerError(f"{self.name}: {path} is not stored encrypted")
 
 
 class PlainWsgidav(BenchServer):

@@ -7,13 +7,14 @@ all servers alike instead of whichever happened to run in it. A figure is the
 median over the rounds (peak RSS: the maximum).
 
 Steps, in order: RSS after start; large GET and large PUT (each sampling the
-server's peak RSS); small GETs under wrk load (after one warm-up run per
+server's peak RSS and CPU time); small GETs under wrk load (after one warm-up run per
 server); PROPFIND Depth 1 on the big folder, allprop and five named
 properties (after one warm-up request that also checks the entry count).
 Last, bursts of ``connections`` parallel GETs with a wrong password (the
 cost of password verification that no cache can absorb: time and peak RSS).
 Uploaded files are removed from disk and ``sync`` is called after each PUT,
 outside the timed part, so dirty pages of one upload do not slow the next one.
+``Plan.transfers_only`` stops after the large GET and PUT.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from report import Results
 from servers import BenchServer, Credentials, ServerError
 
 MB = 1_000_000
+GB = 1_000_000_000
 PEAK_KEYS = ("rss_get", "rss_put", "rss_propfind", "rss_auth")
 
 
@@ -46,6 +48,7 @@ class Plan:
     wrk_warmup: int
     connections: int = 16
     wrk_threads: int = 2
+    transfers_only: bool = False
 
 
 Measure = Callable[[BenchServer], dict[str, float]]
@@ -70,6 +73,9 @@ class Suite:
             self._add(server, {"rss_idle": tree_rss(server.pid) / MB})
         self._rounds(f"GET {BIG_NAME}", plan.transfer_runs, self.get_big)
         self._rounds("PUT", plan.transfer_runs, self.put_big)
+        if plan.transfers_only:
+            self._summarise(results)
+            return
         self._rounds(f"wrk warm-up {plan.wrk_warmup} s", 1, self.small_get_warmup)
         self._rounds(
             f"wrk {plan.connections} connections, {plan.wrk_seconds} s",
@@ -127,25 +133,37 @@ class Suite:
         return {}
 
     def get_big(self, server: BenchServer) -> dict[str, float]:
+        cpu = tree_cpu_seconds(server.pid)
         with PeakRss(server.pid) as peak:
             seconds = clients.get_file(
                 server.base_url + BIG_NAME, server.creds, self.plan.big_size, self.timeout
             )
-        return {"get_big": self.plan.big_size / seconds / MB, "rss_get": peak.bytes / MB}
+        cpu = tree_cpu_seconds(server.pid) - cpu
+        return {
+            "get_big": self.plan.big_size / seconds / MB,
+            "get_big_cpu": cpu / (self.plan.big_size / GB),
+            "rss_get": peak.bytes / MB,
+        }
 
     def put_big(self, server: BenchServer) -> dict[str, float]:
         target = "upload.bin"
+        cpu = tree_cpu_seconds(server.pid)
         with PeakRss(server.pid) as peak:
             seconds = clients.put_file(
                 server.base_url + target, self.big_source, server.creds, self.timeout
             )
+        cpu = tree_cpu_seconds(server.pid) - cpu
         uploaded = server.storage / target
-        stored = uploaded.stat().st_size
-        uploaded.unlink()
-        os.sync()
-        if stored != self.plan.big_size:
-            raise clients.ClientError(f"PUT stored {stored} of {self.plan.big_size} bytes")
-        return {"put_big": self.plan.big_size / seconds / MB, "rss_put": peak.bytes / MB}
+        try:
+            server.verify_stored(uploaded, self.plan.big_size)
+        finally:
+            uploaded.unlink(missing_ok=True)
+            os.sync()
+        return {
+            "put_big": self.plan.big_size / seconds / MB,
+            "put_big_cpu": cpu / (self.plan.big_size / GB),
+            "rss_put": peak.bytes / MB,
+        }
 
     def _wrk(self, server: BenchServer, seconds: int) -> clients.WrkResult:
         return clients.wrk(

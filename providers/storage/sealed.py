@@ -230,6 +230,7 @@ class SealedReader(io.RawIOBase):
         self._alarm = alarm
         self._pos = 0
         self._cached: tuple[int, bytes] = (-1, b"")
+        self._plain = bytearray()
         try:
             stored = os.fstat(self._fd).st_size
             try:
@@ -285,22 +286,37 @@ class SealedReader(io.RawIOBase):
         first = self._pos // SEGMENT
         last = (self._pos + size - 1) // SEGMENT
         skip = self._pos - first * SEGMENT
-        parts: list[bytes] = []
+        if first == last and self._cached[0] == first:
+            data = self._cached[1][skip : skip + size]
+            self._pos += len(data)
+            return data
+        # Plaintext is decrypted into a private buffer (decrypt_into writes before
+        # it checks the tag: nothing leaves it unless every segment passed).
+        plain = self._buffer((last - first + 1) * SEGMENT)
+        view = memoryview(plain)
+        filled = 0
         index = first
         if self._cached[0] == first:
-            parts.append(self._cached[1])
-            index += 1
+            cached = self._cached[1]
+            view[: len(cached)] = cached
+            filled, index = len(cached), first + 1
         if index <= last:
             ciphertext = self._pread(index, last + 1)
             step = SEGMENT + TAG
             for at, i in enumerate(range(index, last + 1)):
-                parts.append(self._open(i, ciphertext[at * step : (at + 1) * step]))
-        self._cached = (last, parts[-1])
-        data = (
-            parts[0][skip : skip + size] if len(parts) == 1 else b"".join(parts)[skip : skip + size]
-        )
+                piece = ciphertext[at * step : (at + 1) * step]
+                filled += self._open_into(i, piece, view[filled : filled + len(piece) - TAG])
+        last_start = (last - first) * SEGMENT
+        self._cached = (last, bytes(view[last_start:filled]))
+        data = bytes(view[skip : skip + size])
+        view.release()
         self._pos += len(data)
         return data
+
+    def _buffer(self, size: int) -> bytearray:
+        if len(self._plain) < size:
+            self._plain = bytearray(size)
+        return self._plain
 
     def readall(self) -> bytes:
         return self.read(-1)
@@ -321,6 +337,15 @@ class SealedReader(io.RawIOBase):
         if len(data) != length:
             self._fail("the file became shorter while it was read")
         return memoryview(data)
+
+    def _open_into(self, index: int, ciphertext: memoryview, out: memoryview) -> int:
+        final = index == self._segments - 1
+        try:
+            return int(
+                self._aead.decrypt_into(_nonce(index, final), ciphertext, self._file_id, out)
+            )
+        except InvalidTag:
+            self._fail(f"segment {index} of {self._segments} failed authentication")
 
     def _open(self, index: int, ciphertext: memoryview) -> bytes:
         final = index == self._segments - 1
