@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from davbox.providers.storage.filesystem import AtomicWriter, FilesystemStorage
+from davbox.providers.storage.filesystem import FilesystemStorage
 from davbox.providers.storage.sealed import (
     MAGIC,
     ContentTampered,
@@ -47,7 +47,7 @@ class SealedStorage(FilesystemStorage):
         self, root: Path, ring: Kek, alarm: Callable[[Path, str], None] | None = None
     ) -> None:
         super().__init__(root)
-        self.ring = ring
+        self.ring: Kek = ring  # writers seal with it
         self.alarm = alarm or (lambda _path, _reason: None)
 
     def content_size(self, stored_size: int) -> int:
@@ -58,19 +58,6 @@ class SealedStorage(FilesystemStorage):
             self.alarm(path, reason)
 
         return cast(BinaryIO, SealedReader(path, self.ring, alarm or report))
-
-    def writer(
-        self, target: Path, expected_length: int | None, *, exclusive: bool = False
-    ) -> AtomicWriter:
-        return AtomicWriter(
-            self.temp_path("part"),
-            target,
-            expected_length,
-            exclusive=exclusive,
-            replace=self._replace_file,
-            discard=self.discard_file,
-            ring=self.ring,
-        )
 
     def create_empty(self, target: Path) -> None:
         """An encrypted empty file (LOCK on an unmapped URL); FileExistsError if taken."""

@@ -77,6 +77,8 @@ def _fsync_dir(path: Path) -> None:
 class FilesystemStorage:
     #: Whether files are stored encrypted (``SealedStorage``).
     sealed = False
+    #: The key ring writers seal with (``SealedStorage``); None: plain files.
+    ring: Kek | None = None
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
@@ -200,6 +202,7 @@ class FilesystemStorage:
             exclusive=exclusive,
             replace=self._replace_file,
             discard=self.discard_file,
+            ring=self.ring,
         )
 
     def create_empty(self, target: Path) -> None:
