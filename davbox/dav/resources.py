@@ -213,6 +213,16 @@ class _Stored:
     def authorize(self, op: Operation, rel: str | None = None, **details: Any) -> None:
         self.provider.authorize(self.environ, self.box, rel or self.rel, op, **details)
 
+    def set_last_modified(self, dest_path: str, time_stamp: Any, *, dry_run: bool) -> bool:
+        """Explorer's Win32LastModifiedTime (WsgiDAV's emulation): the item's own time."""
+        self.authorize(Operation.PROPPATCH)
+        secs = time_stamp if isinstance(time_stamp, int) else util.parse_time_string(time_stamp)
+        if secs is None:
+            raise DAVError(HTTP_BAD_REQUEST, "Win32LastModifiedTime is not a valid time")
+        if not dry_run:
+            os.utime(self.fs_path, (secs, secs))
+        return True
+
     # -- sync clients' properties (davbox.compat.props), asked for by name -----------
 
     def get_property_names(self, *, is_allprop: bool) -> list[str]:
