@@ -24,6 +24,7 @@ Contract:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
@@ -84,6 +85,9 @@ class Dispatcher:
         self.client_address.apply(environ)
         drop_invalid_range(environ)
         requested = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        # WSGI gives the path's UTF-8 bytes as latin-1 text: log it readable.
+        with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):
+            requested = requested.encode("latin-1").decode("utf-8")
 
         def recording_start_response(
             status: str, headers: list[tuple[str, str]], exc_info: Any = None

@@ -675,6 +675,7 @@ class MailboxFile(_Stored, DAVNonCollection):
             etag = f'"{self.get_etag()}"'
             add_header(self.environ, "OC-ETag", etag)
             add_header(self.environ, "OC-FileId", self.provider.oc.value(self, OC_NAMES[0]))
+            add_header(self.environ, "OC-Perm", self.provider.oc.value(self, OC_NAMES[2]))
 
     def _own_lock_placeholder(self) -> bool:
         return self.st is not None and self.provider.is_own_placeholder(
