@@ -263,6 +263,9 @@ def sync_scenario(server, tmp_path: Path, *, client: str, box: str, prefix: str)
     local = tmp_path / "local"
     local.mkdir()
     files = _initial_tree()
+    # 50 MB: nextcloudcmd sends it in pieces (Nextcloud's chunked upload),
+    # owncloudcmd in one PUT (the server offers no ownCloud chunking).
+    files["big50.bin"] = os.urandom(50 * 1000 * 1000)
     _write_tree(local, files)
     log = AccessLog(server, user)
 
@@ -309,6 +312,7 @@ def sync_scenario(server, tmp_path: Path, *, client: str, box: str, prefix: str)
         return propagated, _dav_requests(log.since(offset), prefix)
 
     # 1. The local tree goes up, byte for byte, with its modification times.
+    offset = log.mark()
     propagated, sent = sync()
     assert propagated == {
         ("NEW", "mkcol", "docs"),
@@ -316,7 +320,16 @@ def sync_scenario(server, tmp_path: Path, *, client: str, box: str, prefix: str)
         ("NEW", "mkcol", "sub/deep"),
         *(("NEW", "upload", rel) for rel in files),
     }
-    assert sorted(p for m, p, s in sent if m == "PUT" and s == 201) == sorted(files)
+    chunked = {"big50.bin"} if client == "nextcloudcmd" else set()
+    whole = sorted(set(files) - chunked)
+    assert sorted(p for m, p, s in sent if m == "PUT" and s == 201) == whole
+    uploads = f"/remote.php/dav/uploads/{user}/"
+    pieces = [(m, p, s) for m, p, s in log.since(offset) if p.startswith(uploads)]
+    if chunked:
+        assert [s for m, p, s in pieces if m == "MOVE" and p.endswith("/.file")] == [201]
+        assert sum(1 for m, _p, s in pieces if m == "PUT" and s == 201) >= 2, pieces
+    else:
+        assert pieces == []
     assert sorted(p for m, p, s in sent if m == "MKCOL" and s == 201) == ["docs", "sub", "sub/deep"]
     assert all(status < 400 for _m, _p, status in sent), sent
     assert_same_trees(local, server, auth, box)
