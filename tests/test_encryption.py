@@ -12,11 +12,14 @@ stored; litmus passes on an encrypted mailbox.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import os
+import random
 import re
 import socket
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -466,3 +469,60 @@ def test_litmus_passes_on_an_encrypted_mailbox(make_server, tmp_path):
     folder = server.storage_dir("sealed")
     files = [p for p in folder.rglob("*") if p.is_file()]
     assert all(p.read_bytes()[:7] == MAGIC for p in files), "litmus's files are sealed too"
+
+
+# -- a GET while the file is overwritten ---------------------------------------------------
+
+
+@pytest.mark.parametrize("sealed", [False, True], ids=["plain", "encrypted"])
+def test_a_download_during_overwrites_is_one_whole_version(make_server, tmp_path, sealed):
+    """Headers and body come from one version: the file is opened before the answer
+    starts, and an overwrite (or its key being destroyed) does not touch what is open."""
+    config = encrypted_config(tmp_path / "race-conf") if sealed else None
+    server = make_server("race", config=config)
+    server.add_user("rita")
+    server.mailbox("rbox", rita="member")
+    auth = ("rita", PASSWORD)
+    url = server.dav("rbox/f.bin")
+    versions: dict[str, int] = {}
+    guard = threading.Lock()
+    first = os.urandom(1000)
+    versions[hashlib.sha256(first).hexdigest()] = len(first)
+    assert requests.put(url, data=first, auth=auth, timeout=10).status_code == 201
+    stop = threading.Event()
+    bad: list[object] = []
+    reads = [0]
+
+    def overwrite() -> None:
+        with requests.Session() as session:
+            while not stop.is_set():
+                data = os.urandom(random.choice([0, 1, 100, SEGMENT - 1, SEGMENT + 1, 200_000]))
+                with guard:
+                    versions[hashlib.sha256(data).hexdigest()] = len(data)
+                if session.put(url, data=data, auth=auth, timeout=10).status_code not in (201, 204):
+                    bad.append("put")
+
+    def download() -> None:
+        with requests.Session() as session:
+            while not stop.is_set():
+                got = session.get(url, auth=auth, timeout=10)
+                digest = hashlib.sha256(got.content).hexdigest()
+                with guard:
+                    known = versions.get(digest)
+                if got.status_code != 200 or known is None:
+                    bad.append((got.status_code, len(got.content), got.headers.get("ETag")))
+                elif int(got.headers["Content-Length"]) != known:
+                    bad.append(("length", got.headers["Content-Length"], known))
+                reads[0] += 1
+
+    threads = [threading.Thread(target=overwrite) for _ in range(2)]
+    threads += [threading.Thread(target=download) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    time.sleep(4)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert reads[0] > 50, reads
+    assert bad == [], bad[:5]
+    assert "integrity" not in server.log_text(), "an overwrite is not damage"

@@ -126,7 +126,12 @@ class MailboxProvider(DAVProvider):
         if stat.S_ISDIR(st.st_mode):
             return MailboxFolder(path, environ, box, rel, fs_path, st)
         if stat.S_ISREG(st.st_mode):
-            return MailboxFile(path, environ, box, rel, fs_path, st)
+            found = MailboxFile(path, environ, box, rel, fs_path, st)
+            if environ.get("REQUEST_METHOD") in ("GET", "HEAD") and path == environ.get(
+                "PATH_INFO"
+            ):
+                found.pin()  # headers and body from one version of the file
+            return found
         return None  # symlinks, sockets, devices are never served
 
     def locate(self, path: str, environ: dict[str, Any]) -> Location:

@@ -97,6 +97,12 @@ def _native(method: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def content_stat(content: Any) -> os.stat_result:
+    """The stat of an open stored file (plain: its descriptor; sealed: ``stat()``)."""
+    stat_of = getattr(content, "stat", None)
+    return stat_of() if stat_of is not None else os.fstat(content.fileno())
+
+
 def as_requested(environ: dict[str, Any], href: str, mount: str) -> str:
     """An href under the WebDAV name the client used (``/remote.php/webdav``, ...)
     instead of the app's ``mount`` path (``/dav``)."""
@@ -520,6 +526,7 @@ class MailboxFolder(_Stored, DAVCollection):
 
 class MailboxFile(_Stored, DAVNonCollection):
     _writer: AtomicWriter | None = None
+    _pinned: Any = None  # the open content of a GET/HEAD (pin)
 
     # -- the uploader's end of availability: a live property ------------------------
 
@@ -573,9 +580,23 @@ class MailboxFile(_Stored, DAVNonCollection):
     def support_ranges(self) -> bool:
         return True
 
+    def pin(self) -> None:
+        """For a GET or HEAD of this file: open it now, so that the headers (size, ETag,
+        date) and the body come from one version; an overwrite in between replaces
+        the name, not what is open. Only for a caller who may read it."""
+        if not self.provider.may(self.environ, self.box, self.rel, Operation.READ):
+            return
+        try:
+            content = self._open(self.fs_path, self.rel)
+        except (FileNotFoundError, IsADirectoryError):
+            return
+        self.st = content_stat(content)
+        self._pinned = content
+
     def get_content(self) -> Any:
         self.authorize(Operation.READ)
-        return self._open(self.fs_path, self.rel)
+        pinned, self._pinned = self._pinned, None
+        return pinned if pinned is not None else self._open(self.fs_path, self.rel)
 
     def begin_write(self, *, content_type: str | None = None) -> _DavSink:
         """Start an upload: checked now, bounded while streaming, checked again at the end."""

@@ -57,6 +57,14 @@ class SealedStorage(FilesystemStorage):
         def report(reason: str) -> None:
             self.alarm(path, reason)
 
+        for _attempt in range(3):
+            try:
+                return cast(BinaryIO, SealedReader(path, self.ring, alarm or report))
+            except FileNotFoundError:
+                # Replaced between the open and the header read (an overwrite):
+                # the name now holds the new version, unless it was deleted.
+                if not path.exists():
+                    raise
         return cast(BinaryIO, SealedReader(path, self.ring, alarm or report))
 
     def create_empty(self, target: Path) -> None:

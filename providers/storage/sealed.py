@@ -39,6 +39,7 @@ Contract:
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import io
 import os
@@ -233,12 +234,21 @@ class SealedReader(io.RawIOBase):
         self._plain = bytearray()
         try:
             stored = os.fstat(self._fd).st_size
+            # Shared with readers, exclusive to shred() and rewrap(): the header
+            # is read whole, and a file shredded meanwhile is seen as gone.
+            fcntl.flock(self._fd, fcntl.LOCK_SH)
             try:
                 header, key = read_header(self._fd, ring)
-            except KeyUnavailable as exc:
-                self._fail(f"its key-encryption key is not available: {exc}")
-            except ContentTampered as exc:
+            except (KeyUnavailable, ContentTampered) as exc:
+                if os.fstat(self._fd).st_nlink == 0:
+                    # Deleted or replaced while it was being opened: not damage.
+                    gone = FileNotFoundError(errno.ENOENT, "replaced while opening", str(path))
+                    raise gone from None
+                if isinstance(exc, KeyUnavailable):
+                    self._fail(f"its key-encryption key is not available: {exc}")
                 self._fail(str(exc))
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
             self._file_id = header.file_id
             self._aead = AESGCM(key)
             body = stored - HEADER_SIZE
@@ -264,6 +274,10 @@ class SealedReader(io.RawIOBase):
 
     def tell(self) -> int:
         return self._pos
+
+    def stat(self) -> os.stat_result:
+        """The stored file's stat (the one this reader has open)."""
+        return os.fstat(self._fd)
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
