@@ -160,7 +160,7 @@ def test_rules_for_a_principal_and_mailbox_are_computed_once():
         pytest.param(
             "policies:\n  - type: sise\n    max_file_size: 1MB\n",
             "rules.yaml:2: policies[0].type: unknown policy type 'sise' (did you mean 'size'?);"
-            " built-in: deny, extensions, links, quota, retention, size, twofactor,"
+            " built-in: deny, extensions, links, quota, retention, size, system_files, twofactor,"
             " or module:Class",
             id="unknown-type",
         ),

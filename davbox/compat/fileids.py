@@ -56,6 +56,28 @@ class FileIds:
                 found.update(self._known(mailbox_id, missing))
         return found
 
+    def set_checksums(self, mailbox_id: int, path: str, checksums: str, stamp: str) -> None:
+        """Keep the checksums of the content just stored at ``path`` (its stamp with it)."""
+        self.lookup(mailbox_id, [path])
+        with self.db.session() as session:
+            session.execute(
+                update(FileId)
+                .where(FileId.mailbox_id == mailbox_id, FileId.path == path)
+                .values(checksums=checksums, stamp=stamp)
+            )
+
+    def checksums(self, mailbox_id: int, path: str, stamp: str) -> str | None:
+        """The kept checksums of ``path`` if the file is still the one they were made of."""
+        with self.db.session() as session:
+            row = session.execute(
+                select(FileId.checksums, FileId.stamp).where(
+                    FileId.mailbox_id == mailbox_id, FileId.path == path
+                )
+            ).first()
+        if row is None or row.stamp != stamp:
+            return None
+        return row.checksums
+
     def _known(self, mailbox_id: int, paths: list[str]) -> dict[str, int]:
         with self.db.session() as session:
             rows = session.execute(

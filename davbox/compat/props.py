@@ -13,7 +13,9 @@ which WsgiDAV reports per property):
 - ``oc:size``: a file's size, a folder's total (a mailbox's top folder: its usage).
 - ``oc:owner-id`` / ``oc:owner-display-name``: the account asking (mailboxes
   are shared spaces without one owner).
-- ``oc:checksums``: not kept; 404 (clients then compare sizes and times).
+- ``oc:checksums``: SHA1 and MD5 of a file's content as it was uploaded
+  through WebDAV (computed while it arrived), as long as the file on disk is
+  still that version; else 404 (clients then compare sizes and times).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import hashlib
 import hmac
 import os
 import stat
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,7 +43,13 @@ NAMES = [
     f"{OC}size",
     f"{OC}owner-id",
     f"{OC}owner-display-name",
+    f"{OC}checksums",
 ]
+
+
+def stamp_of(st: os.stat_result, size: int) -> str:
+    """What identifies one stored version of a file (see ``FileIds.checksums``)."""
+    return f"{st.st_ino:x}-{st.st_mtime_ns:x}-{size:x}"
 
 
 def folder_etag(path: Path) -> str:
@@ -112,6 +121,13 @@ class OcProperties:
             return str(fileid) if name == f"{OC}fileid" else oc_id(fileid, self.instance)
         if name == f"{OC}permissions":
             return self._permissions(resource, box, principal)
+        if name == f"{OC}checksums" and not resource.is_collection and resource.st is not None:
+            stamp = stamp_of(resource.st, resource.get_content_length())
+            found = self.fileids.checksums(box.id, resource.rel, stamp)
+            if found:
+                element = ET.Element(f"{OC}checksums")
+                ET.SubElement(element, f"{OC}checksum").text = found
+                return element
         if name == f"{OC}size":
             storage = resource.provider.storage
             if resource.is_collection:

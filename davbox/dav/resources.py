@@ -41,7 +41,7 @@ from davbox import file_index
 from davbox.access import MailboxAccess
 from davbox.audit import AuditUnavailable
 from davbox.compat.props import NAMES as OC_NAMES
-from davbox.compat.props import folder_etag
+from davbox.compat.props import folder_etag, stamp_of
 from davbox.compat.uploads import ClientUpload, add_header
 from davbox.dav.audit import mark_audited
 from davbox.dav.errors import TAMPERED, internal_error
@@ -527,6 +527,7 @@ class MailboxFolder(_Stored, DAVCollection):
 class MailboxFile(_Stored, DAVNonCollection):
     _writer: AtomicWriter | None = None
     _pinned: Any = None  # the open content of a GET/HEAD (pin)
+    _sums: str | None = None  # "SHA1:... MD5:..." of the upload just written
 
     # -- the uploader's end of availability: a live property ------------------------
 
@@ -638,6 +639,7 @@ class MailboxFile(_Stored, DAVNonCollection):
                 verify(writer.received, sink.head)
                 replaced = not writer.exclusive and writer.target.is_file()
                 writer.commit(keep_previous=True)
+                self._sums = f"SHA1:{sink.sha1.hexdigest()} MD5:{sink.md5.hexdigest()}"
                 try:
                     self._record_upload(writer, sink, replaced, started)
                 except AuditUnavailable as exc:
@@ -690,6 +692,10 @@ class MailboxFile(_Stored, DAVNonCollection):
             return
         self.st = writer.target.stat()
         self.provider.storage.usage_changed(self.box.storage_key)
+        if self._sums is not None and "davbox.link" not in self.environ:
+            stored = self.rel.rstrip("/").rpartition("/")[0] + "/" + writer.target.name
+            stamp = stamp_of(self.st, writer.received)
+            self.provider.oc.fileids.set_checksums(self.box.id, stored, self._sums, stamp)
         if writer.mtime is not None:
             add_header(self.environ, "X-OC-MTime", "accepted")
         if "davbox.link" not in self.environ:
@@ -730,6 +736,9 @@ class _DavSink:
         self.client = client
         self.head = b""
         self.hash = hashlib.sha256()
+        # For sync clients' oc:checksums (rclone, ownCloud/Nextcloud clients).
+        self.sha1 = hashlib.sha1(usedforsecurity=False)
+        self.md5 = hashlib.md5(usedforsecurity=False)
 
     def write(self, data: bytes) -> int:
         limit = self.limit
@@ -738,6 +747,8 @@ class _DavSink:
         if len(self.head) < HEAD_BYTES:
             self.head += bytes(data[: HEAD_BYTES - len(self.head)])
         self.hash.update(data)
+        self.sha1.update(data)
+        self.md5.update(data)
         if self.client is not None:
             self.client.update(data)
         try:
