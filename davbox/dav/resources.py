@@ -527,7 +527,7 @@ class MailboxFolder(_Stored, DAVCollection):
 class MailboxFile(_Stored, DAVNonCollection):
     _writer: AtomicWriter | None = None
     _pinned: Any = None  # the open content of a GET/HEAD (pin)
-    _sums: str | None = None  # "SHA1:... MD5:..." of the upload just written
+    _sums: str | None = None  # "SHA1:..." of the upload just written
 
     # -- the uploader's end of availability: a live property ------------------------
 
@@ -639,7 +639,7 @@ class MailboxFile(_Stored, DAVNonCollection):
                 verify(writer.received, sink.head)
                 replaced = not writer.exclusive and writer.target.is_file()
                 writer.commit(keep_previous=True)
-                self._sums = f"SHA1:{sink.sha1.hexdigest()} MD5:{sink.md5.hexdigest()}"
+                self._sums = f"SHA1:{sink.sha1.hexdigest()}"
                 try:
                     self._record_upload(writer, sink, replaced, started)
                 except AuditUnavailable as exc:
@@ -736,9 +736,9 @@ class _DavSink:
         self.client = client
         self.head = b""
         self.hash = hashlib.sha256()
-        # For sync clients' oc:checksums (rclone, ownCloud/Nextcloud clients).
+        # For sync clients' oc:checksums (rclone, ownCloud/Nextcloud clients): SHA1
+        # only, the clients' preferred type (MD5 would cost more than the disk write).
         self.sha1 = hashlib.sha1(usedforsecurity=False)
-        self.md5 = hashlib.md5(usedforsecurity=False)
 
     def write(self, data: bytes) -> int:
         limit = self.limit
@@ -748,7 +748,6 @@ class _DavSink:
             self.head += bytes(data[: HEAD_BYTES - len(self.head)])
         self.hash.update(data)
         self.sha1.update(data)
-        self.md5.update(data)
         if self.client is not None:
             self.client.update(data)
         try:
