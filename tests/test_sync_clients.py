@@ -15,8 +15,8 @@ a warning for every folder it creates (``PropagateRemoteMkdir`` keeps the
 reply's error string, "Unknown error", even on success), so the status is
 what counts, not the wording.
 
-rclone's ``check`` compares sizes and the server's ``oc:checksums`` (the SHA1
-kept for every WebDAV upload), so a flipped byte is found without
+rclone's ``check`` compares sizes and the server's ``oc:checksums`` (SHA1 and
+MD5 kept for every WebDAV upload), so a flipped byte is found without
 downloading. The last test checks that the
 access log names non-ASCII paths as sent (it showed them in WSGI's latin-1
 form before).
@@ -529,8 +529,8 @@ def test_rclone_copies_syncs_and_checks(shared_server, tmp_path, vendor):
     names = sorted(local_tree(one)[0])
     assert "sub/one.bin" not in names and "sub/deep/new.bin" in names
 
-    # check, both ways: sizes and checksums agree (the server's oc:checksums, the
-    # SHA1 of every upload, also of the ones made without rclone).
+    # check, both ways: sizes and checksums agree (the server's oc:checksums, SHA1
+    # and MD5 of every upload, also of the ones made without rclone).
     for source, destination in ((str(one), remote), (remote, str(two))):
         code, verdicts, text = rclone.check(source, destination)
         assert code == 0, text

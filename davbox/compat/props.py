@@ -13,7 +13,7 @@ which WsgiDAV reports per property):
 - ``oc:size``: a file's size, a folder's total (a mailbox's top folder: its usage).
 - ``oc:owner-id`` / ``oc:owner-display-name``: the account asking (mailboxes
   are shared spaces without one owner).
-- ``oc:checksums``: the SHA1 of a file's content as it was uploaded
+- ``oc:checksums``: SHA1 and MD5 of a file's content as it was uploaded
   through WebDAV (computed while it arrived), as long as the file on disk is
   still that version; else 404 (clients then compare sizes and times).
 """

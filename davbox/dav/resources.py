@@ -40,6 +40,7 @@ from wsgidav.dav_provider import DAVCollection, DAVNonCollection
 from davbox import file_index
 from davbox.access import MailboxAccess
 from davbox.audit import AuditUnavailable
+from davbox.compat.checksums import THREADED_FROM, UploadChecksums
 from davbox.compat.props import NAMES as OC_NAMES
 from davbox.compat.props import folder_etag, stamp_of
 from davbox.compat.uploads import ClientUpload, add_header
@@ -527,7 +528,8 @@ class MailboxFolder(_Stored, DAVCollection):
 class MailboxFile(_Stored, DAVNonCollection):
     _writer: AtomicWriter | None = None
     _pinned: Any = None  # the open content of a GET/HEAD (pin)
-    _sums: str | None = None  # "SHA1:..." of the upload just written
+    _sums: str | None = None  # "SHA1:... MD5:..." of the upload just written
+    _sink: _DavSink | None = None
 
     # -- the uploader's end of availability: a live property ------------------------
 
@@ -639,7 +641,7 @@ class MailboxFile(_Stored, DAVNonCollection):
                 verify(writer.received, sink.head)
                 replaced = not writer.exclusive and writer.target.is_file()
                 writer.commit(keep_previous=True)
-                self._sums = f"SHA1:{sink.sha1.hexdigest()}"
+                self._sums = sink.sums.value()
                 try:
                     self._record_upload(writer, sink, replaced, started)
                 except AuditUnavailable as exc:
@@ -659,6 +661,7 @@ class MailboxFile(_Stored, DAVNonCollection):
         if client is not None and client.mtime is not None:
             self._writer.mtime = client.mtime
         sink = _DavSink(self._writer, limit, commit, over_limit, client)
+        self._sink = sink
         return sink
 
     def _record_upload(
@@ -685,6 +688,9 @@ class MailboxFile(_Stored, DAVNonCollection):
     def end_write(self, *, with_errors: bool) -> None:
         writer = self._writer
         self._writer = None
+        if self._sink is not None:
+            self._sink.sums.close()  # its thread ends, also for an upload that failed
+            self._sink = None
         if writer is None:
             return
         if with_errors or not writer.committed:
@@ -736,9 +742,9 @@ class _DavSink:
         self.client = client
         self.head = b""
         self.hash = hashlib.sha256()
-        # For sync clients' oc:checksums (rclone, ownCloud/Nextcloud clients): SHA1
-        # only, the clients' preferred type (MD5 would cost more than the disk write).
-        self.sha1 = hashlib.sha1(usedforsecurity=False)
+        # For sync clients' oc:checksums (rclone, ownCloud/Nextcloud clients).
+        expected = writer.expected_length or 0
+        self.sums = UploadChecksums(threaded=expected >= THREADED_FROM)
 
     def write(self, data: bytes) -> int:
         limit = self.limit
@@ -747,7 +753,7 @@ class _DavSink:
         if len(self.head) < HEAD_BYTES:
             self.head += bytes(data[: HEAD_BYTES - len(self.head)])
         self.hash.update(data)
-        self.sha1.update(data)
+        self.sums.update(data)
         if self.client is not None:
             self.client.update(data)
         try:

@@ -488,7 +488,7 @@ class FileId(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"))
     path: Mapped[str] = mapped_column(String(4096))
-    # "SHA1:<hex>" of the content as uploaded (oc:checksums), valid while
+    # "SHA1:<hex> MD5:<hex>" of the content as uploaded (oc:checksums), valid while
     # the file's stamp (inode, time, size) is ``stamp``: a change on disk voids it.
     checksums: Mapped[str | None] = mapped_column(String(256))
     stamp: Mapped[str | None] = mapped_column(String(64))
