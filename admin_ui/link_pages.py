@@ -62,6 +62,7 @@ from davbox.links import Link
 from davbox.policies.base import AccessRequest, Decision, Operation
 from davbox.policies.engine import PolicyEngine
 from davbox.policies.limits import human
+from davbox.policies.systemfiles import system_file_action
 from davbox.providers.storage.sealed import ContentTampered
 from davbox.sharing import LinkNotFound, LinkPasswordRequired, ShareService
 from davbox.throttle import Throttled
@@ -329,6 +330,13 @@ class LinkPages:
         except ContentTampered:
             raise IntegrityFailure() from None
 
+    def _hidden(self, visit: Visit, rel: str) -> bool:
+        """A system file (``._*``, ``.DS_Store``, ...) a ``system_files`` rule hides."""
+        ruling = system_file_action(
+            self.engine.policies, visit.principal, visit.box.name, rel, drop=False
+        )
+        return ruling is not None and ruling[0] == "hide"
+
     def _writable(self) -> None:
         """Refuse a download (503) that could not be recorded: the audit trail is unwritable."""
         if self.audit is not None:
@@ -433,7 +441,9 @@ class LinkPages:
                 path = os.path.join(here, name)
                 if os.path.islink(path) or not os.path.isfile(path):
                     continue
-                if self.may(visit, f"{rel}/{name}", Operation.READ):
+                if self.may(visit, f"{rel}/{name}", Operation.READ) and not self._hidden(
+                    visit, f"{rel}/{name}"
+                ):
                     fs, item_rel = Path(path), f"{rel}/{name}"
                     size = self.gate.storage.content_size(os.stat(path).st_size)
                     files.append((partial(self._open, visit, fs, item_rel), size, f"{arc}/{name}"))
@@ -453,7 +463,7 @@ class LinkPages:
         parts = [p for p in folder.sub.split("/") if p]
         for index, part in enumerate(parts):
             crumbs.append((part, f"{base}/files/{_quote(parts[: index + 1])}/"))
-        children = self.gate.children(folder)
+        children = [c for c in self.gate.children(folder) if not self._hidden(visit, c.rel)]
         uploads = visit.link.permission == "write"
         return self._render(
             page,

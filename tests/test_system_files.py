@@ -122,3 +122,23 @@ def test_a_finder_copy_into_a_drop_link_leaves_no_system_files(server):
     assert names(server, "dropbox") == {"offerte.pdf"}
     discarded = {r["path"] for r in refusals(server) if r["rule"] == "drop-link-system-files"}
     assert {"/._offerte.pdf", "/.DS_Store", "/Thumbs.db"} <= discarded
+
+
+def test_hidden_system_files_stay_off_link_pages_and_zips(server):
+    import io
+    import zipfile
+
+    from tests.test_link_pages import LinkClient, make_link
+
+    for name in ("desktop.ini", "plan.txt"):
+        assert requests.put(server.dav(f"hidden/{name}"), data=b"y", auth=OWNER, timeout=10).ok
+    _link, token = make_link(server, "hidden", "/", "read")
+    client = LinkClient(server)
+    page = client.get(f"/s/{token}")
+    assert page.status_code == 200
+    assert "plan.txt" in page.text and "desktop.ini" not in page.text
+    assert "Thumbs.db" not in page.text
+    archive = client.get(f"/s/{token}/zip")
+    with zipfile.ZipFile(io.BytesIO(archive.content)) as zipped:
+        names = {n.rpartition("/")[2] for n in zipped.namelist()}
+    assert "plan.txt" in names and "desktop.ini" not in names and "Thumbs.db" not in names

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from davbox.compat.status import SERVER_VERSION, VERSION_STRING
+from davbox.compat.status import SERVER_VERSION, VERSION_STRING, status_fields
 from davbox.policies.base import Principal
 
 POLL_INTERVAL = 30  # seconds between a client's looks at the top folder's ETag
@@ -34,15 +34,7 @@ def capabilities() -> dict[str, Any]:
             "core": {
                 "pollinterval": POLL_INTERVAL,
                 "webdav-root": "remote.php/webdav",
-                "status": {
-                    "installed": True,
-                    "maintenance": False,
-                    "needsDbUpgrade": False,
-                    "version": SERVER_VERSION,
-                    "versionstring": VERSION_STRING,
-                    "edition": "Community",
-                    "productname": "davbox",
-                },
+                "status": status_fields(),
             },
             "dav": {"chunking": "1.0", "reports": []},
             "checksums": {

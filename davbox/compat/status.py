@@ -21,21 +21,24 @@ SERVER_VERSION = "10.11.0.0"
 VERSION_STRING = "10.11.0"
 
 
+def status_fields() -> dict[str, Any]:
+    """What status.php says (also the ``core.status`` of the capabilities)."""
+    return {
+        "installed": True,
+        "maintenance": False,
+        "needsDbUpgrade": False,
+        "version": SERVER_VERSION,
+        "versionstring": VERSION_STRING,
+        "edition": "Community",
+        "productname": "davbox",
+        "product": "davbox",
+        "productversion": __version__,
+        "extendedSupport": False,
+    }
+
+
 def status_body() -> bytes:
-    return json.dumps(
-        {
-            "installed": True,
-            "maintenance": False,
-            "needsDbUpgrade": False,
-            "version": SERVER_VERSION,
-            "versionstring": VERSION_STRING,
-            "edition": "Community",
-            "productname": "davbox",
-            "product": "davbox",
-            "productversion": __version__,
-            "extendedSupport": False,
-        }
-    ).encode()
+    return json.dumps(status_fields()).encode()
 
 
 def status_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:

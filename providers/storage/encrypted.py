@@ -102,16 +102,8 @@ class SealedStorage(FilesystemStorage):
         shutil.rmtree(path, ignore_errors=True)
 
     def _copy_one(self, source: str, target: str) -> None:
-        writer = self.writer(Path(target), None)
-        try:
-            with self.open_content(Path(source)) as src:
-                while chunk := src.read(COPY_BLOCK):
-                    writer.write(chunk)
-            writer.commit()
-            shutil.copystat(source, target)
-        except BaseException:
-            writer.abort()
-            raise
+        """A copy in a tree is a new file with a data key of its own."""
+        self.copy_file(Path(source), Path(target), COPY_BLOCK)
 
     # -- for davbox.encryption: conversion, rotation, status --------------------------------
 
