@@ -45,6 +45,7 @@ NAMES = [
     f"{OC}owner-display-name",
     f"{OC}checksums",
 ]
+NAME_SET = frozenset(NAMES)
 
 
 def stamp_of(st: os.stat_result, size: int) -> str:

@@ -41,6 +41,7 @@ from davbox import file_index
 from davbox.access import MailboxAccess
 from davbox.audit import AuditUnavailable
 from davbox.compat.checksums import THREADED_FROM, UploadChecksums
+from davbox.compat.props import NAME_SET as OC_NAME_SET
 from davbox.compat.props import NAMES as OC_NAMES
 from davbox.compat.props import folder_etag, stamp_of
 from davbox.compat.uploads import ClientUpload, add_header
@@ -161,7 +162,7 @@ class RootCollection(DAVCollection):
         return names if is_allprop else names + OC_NAMES
 
     def get_property_value(self, name: str) -> Any:
-        if name in OC_NAMES:
+        if name in OC_NAME_SET:
             return self.provider.oc.value(self, name)
         return super().get_property_value(name)
 
@@ -239,7 +240,7 @@ class _Stored:
         return names
 
     def get_property_value(self, name: str) -> Any:
-        if name in OC_NAMES and "davbox.link" not in self.environ:
+        if name in OC_NAME_SET and "davbox.link" not in self.environ:
             return self.provider.oc.value(self, name)
         return super().get_property_value(name)  # type: ignore[misc]
 
@@ -597,9 +598,11 @@ class MailboxFile(_Stored, DAVNonCollection):
         self._pinned = content
 
     def get_content(self) -> Any:
-        self.authorize(Operation.READ)
         pinned, self._pinned = self._pinned, None
-        return pinned if pinned is not None else self._open(self.fs_path, self.rel)
+        if pinned is not None:
+            return pinned  # opened by pin(), for a caller who may read it
+        self.authorize(Operation.READ)
+        return self._open(self.fs_path, self.rel)
 
     def begin_write(self, *, content_type: str | None = None) -> _DavSink:
         """Start an upload: checked now, bounded while streaming, checked again at the end."""
