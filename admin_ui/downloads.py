@@ -29,6 +29,8 @@ from werkzeug.exceptions import RequestedRangeNotSatisfiable
 from werkzeug.wrappers import Response
 from werkzeug.wsgi import wrap_file
 
+from davbox.providers.storage.filesystem import version_tag
+
 NO_STORE = "private, no-store"
 
 
@@ -50,7 +52,7 @@ def file_response(
     response.headers.set("Content-Disposition", "attachment", **disposition(name))
     response.content_length = size
     response.last_modified = st.st_mtime  # type: ignore[assignment]
-    response.set_etag(f"{st.st_ino:x}-{st.st_mtime_ns:x}-{size:x}")
+    response.set_etag(version_tag(st, size))
     suffix = re.fullmatch(r"\s*bytes\s*=\s*-\s*(\d+)\s*", environ.get("HTTP_RANGE", ""))
     if suffix and size and int(suffix.group(1)) >= size:
         # A suffix at least as long as the file is all of it (RFC 9110 section

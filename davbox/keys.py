@@ -152,10 +152,6 @@ class KeyRing:
     def live_ids(self) -> set[str]:
         return set(self._keys)
 
-    @property
-    def current_id(self) -> str:
-        return self.current()[0]
-
     # -- inside ------------------------------------------------------------------------------
 
     def _wrap(self, kek_id: str) -> bytes:

@@ -23,9 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import stat
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +32,7 @@ from wsgidav.dav_error import HTTP_NOT_FOUND, DAVError
 from davbox.compat.fileids import FileIds, oc_id
 from davbox.policies.base import Operation
 from davbox.policies.membership import rights_of
+from davbox.providers.storage.filesystem import tree_size, version_tag
 
 OC = "{http://owncloud.org/ns}"
 NAMES = [
@@ -48,58 +47,42 @@ NAMES = [
 NAME_SET = frozenset(NAMES)
 
 
-def stamp_of(st: os.stat_result, size: int) -> str:
-    """What identifies one stored version of a file (see ``FileIds.checksums``)."""
-    return f"{st.st_ino:x}-{st.st_mtime_ns:x}-{size:x}"
-
-
-def folder_etag(path: Path) -> str:
+def folder_etag(path: Path, memo: dict[str, tuple[int, int]] | None = None) -> str:
     """A folder's ETag: it changes whenever anything below it changes.
 
     Every change davbox makes renames an entry into or out of a folder (an
     upload's commit, a move, a delete), which sets that folder's time: the
     newest time of the folders below, with their number, names the state.
+    ``memo`` (one per request) keeps each folder's state, so a listing walks
+    its tree once, not once more for every subfolder it shows.
     """
-    newest = 0
-    count = 0
-    for st in _folders(path):
-        newest = max(newest, st.st_mtime_ns)
-        count += 1
+    memo = {} if memo is None else memo
     top = os.stat(path)
+    newest, count = _state(str(path), top, memo)
     return hashlib.sha1(
         f"{top.st_ino}:{newest}:{count}".encode(), usedforsecurity=False
     ).hexdigest()[:20]
 
 
-def _folders(path: Path) -> Iterator[os.stat_result]:
-    yield os.stat(path)
-    stack = [path]
-    while stack:
-        folder = stack.pop()
+def _state(path: str, st: os.stat_result, memo: dict[str, tuple[int, int]]) -> tuple[int, int]:
+    """(newest folder time, folders) of the tree at ``path`` (its own ``st`` given)."""
+    found = memo.get(path)
+    if found is not None:
+        return found
+    newest, count = st.st_mtime_ns, 1
+    try:
+        with os.scandir(path) as entries:
+            subfolders = [e for e in entries if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        subfolders = []
+    for entry in subfolders:
         try:
-            with os.scandir(folder) as entries:
-                for entry in entries:
-                    if entry.is_dir(follow_symlinks=False):
-                        try:
-                            yield entry.stat(follow_symlinks=False)
-                        except OSError:
-                            continue
-                        stack.append(Path(entry.path))
+            below = _state(entry.path, entry.stat(follow_symlinks=False), memo)
         except OSError:
             continue
-
-
-def folder_size(path: Path, content_size: Any) -> int:
-    total = 0
-    for folder, _dirs, names in os.walk(path):
-        for name in names:
-            try:
-                st = os.lstat(os.path.join(folder, name))
-            except OSError:
-                continue
-            if stat.S_ISREG(st.st_mode):
-                total += content_size(st.st_size)
-    return total
+        newest, count = max(newest, below[0]), count + below[1]
+    memo[path] = (newest, count)
+    return newest, count
 
 
 class OcProperties:
@@ -123,7 +106,7 @@ class OcProperties:
         if name == f"{OC}permissions":
             return self._permissions(resource, box, principal)
         if name == f"{OC}checksums" and not resource.is_collection and resource.st is not None:
-            stamp = stamp_of(resource.st, resource.get_content_length())
+            stamp = version_tag(resource.st, resource.get_content_length())
             found = self.fileids.checksums(box.id, resource.rel, stamp)
             if found:
                 element = ET.Element(f"{OC}checksums")
@@ -134,7 +117,7 @@ class OcProperties:
             if resource.is_collection:
                 if resource.rel == "/":
                     return str(storage.usage(box.storage_key).bytes)
-                return str(folder_size(resource.fs_path, storage.content_size))
+                return str(tree_size(resource.fs_path, storage.content_size)[0])
             return str(resource.get_content_length())
         raise DAVError(HTTP_NOT_FOUND)
 

@@ -43,14 +43,19 @@ from davbox.audit import AuditUnavailable
 from davbox.compat.checksums import THREADED_FROM, UploadChecksums
 from davbox.compat.props import NAME_SET as OC_NAME_SET
 from davbox.compat.props import NAMES as OC_NAMES
-from davbox.compat.props import folder_etag, stamp_of
+from davbox.compat.props import folder_etag
 from davbox.compat.uploads import ClientUpload, add_header
 from davbox.dav.audit import mark_audited
 from davbox.dav.errors import TAMPERED, internal_error
 from davbox.encryption import request_alarm
 from davbox.events import Uploaded, request_context
 from davbox.policies.base import Decision, Operation, UploadLimit
-from davbox.providers.storage.filesystem import AtomicWriter, LengthMismatch, StorageFull
+from davbox.providers.storage.filesystem import (
+    AtomicWriter,
+    LengthMismatch,
+    StorageFull,
+    version_tag,
+)
 from davbox.providers.storage.sealed import ContentTampered
 
 if TYPE_CHECKING:
@@ -151,8 +156,9 @@ class RootCollection(DAVCollection):
     def get_etag(self) -> str:
         """Changes whenever anything in one of the caller's mailboxes changes."""
         boxes = self.provider.mailboxes(self.environ)
+        memo = self.environ.setdefault("davbox.folders", {})
         parts = [
-            f"{name}={folder_etag(self.provider.storage.mailbox_dir(box.storage_key))}"
+            f"{name}={folder_etag(self.provider.storage.mailbox_dir(box.storage_key), memo)}"
             for name, box in sorted(boxes.items())
         ]
         return hashlib.sha1("/".join(parts).encode(), usedforsecurity=False).hexdigest()[:20]
@@ -453,7 +459,7 @@ class MailboxFolder(_Stored, DAVCollection):
         none for a caller who may not list the folder (a drop box tells nothing)."""
         if not self.provider.may(self.environ, self.box, self.rel, Operation.LIST):
             return None
-        return folder_etag(self.fs_path)
+        return folder_etag(self.fs_path, self.environ.setdefault("davbox.folders", {}))
 
     def get_member_names(self) -> list[str]:
         if not self.provider.may(self.environ, self.box, self.rel, Operation.LIST):
@@ -575,8 +581,7 @@ class MailboxFile(_Stored, DAVNonCollection):
         st = self.st
         if st is None:
             return None
-        size = self.provider.storage.content_size(st.st_size)
-        return f"{st.st_ino:x}-{st.st_mtime_ns:x}-{size:x}"
+        return version_tag(st, self.provider.storage.content_size(st.st_size))
 
     def support_etag(self) -> bool:
         return True
@@ -703,7 +708,7 @@ class MailboxFile(_Stored, DAVNonCollection):
         self.provider.storage.usage_changed(self.box.storage_key)
         if self._sums is not None and "davbox.link" not in self.environ:
             stored = self.rel.rstrip("/").rpartition("/")[0] + "/" + writer.target.name
-            stamp = stamp_of(self.st, writer.received)
+            stamp = version_tag(self.st, writer.received)
             self.provider.oc.fileids.set_checksums(self.box.id, stored, self._sums, stamp)
         if writer.mtime is not None:
             add_header(self.environ, "X-OC-MTime", "accepted")

@@ -41,8 +41,6 @@ COPY_BLOCK = 1024 * 1024
 
 
 class SealedStorage(FilesystemStorage):
-    sealed = True
-
     def __init__(
         self, root: Path, ring: Kek, alarm: Callable[[Path, str], None] | None = None
     ) -> None:

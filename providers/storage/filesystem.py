@@ -37,6 +37,7 @@ import re
 import secrets
 import shutil
 import socket
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -53,6 +54,29 @@ _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _HOST = socket.gethostname().replace(".", "_")
 USAGE_TTL = 5.0
 WRITE_SLICE = 64 * 1024
+
+
+def version_tag(st: os.stat_result, size: int) -> str:
+    """What names one stored version of a file: inode, time and content size.
+
+    The ETag of WebDAV and link downloads, and the stamp kept with its checksums.
+    """
+    return f"{st.st_ino:x}-{st.st_mtime_ns:x}-{size:x}"
+
+
+def tree_size(path: Path, content_size: Callable[[int], int]) -> tuple[int, int]:
+    """(content bytes, files) below ``path``; files that vanish meanwhile are skipped."""
+    total = files = 0
+    for folder, _dirs, names in os.walk(path):
+        for name in names:
+            try:
+                st = os.lstat(os.path.join(folder, name))
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                total += content_size(st.st_size)
+                files += 1
+    return total, files
 
 
 class StorageFull(Exception):
@@ -75,8 +99,6 @@ def _fsync_dir(path: Path) -> None:
 
 
 class FilesystemStorage:
-    #: Whether files are stored encrypted (``SealedStorage``).
-    sealed = False
     #: The key ring writers seal with (``SealedStorage``); None: plain files.
     ring: Kek | None = None
 
@@ -109,13 +131,7 @@ class FilesystemStorage:
         cached = self._usage.get(storage_key)
         if cached is not None and now - cached[1] < USAGE_TTL:
             return cached[0]
-        total = files = 0
-        for folder, _dirs, names in os.walk(self.mailbox_dir(storage_key)):
-            for name in names:
-                with contextlib.suppress(FileNotFoundError):
-                    total += self.content_size(os.lstat(os.path.join(folder, name)).st_size)
-                    files += 1
-        usage = Usage(total, files)
+        usage = Usage(*tree_size(self.mailbox_dir(storage_key), self.content_size))
         self._usage[storage_key] = (usage, now)
         return usage
 

@@ -44,7 +44,6 @@ import fcntl
 import io
 import os
 import secrets
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn, Protocol
@@ -193,23 +192,14 @@ class SegmentSealer:
         self._index += 1
 
 
-def read_header(fd: int, ring: Kek, *, tries: int = 3) -> tuple[Header, bytes]:
+def read_header(fd: int, ring: Kek) -> tuple[Header, bytes]:
     """(header, data key) of the sealed file open as ``fd``.
 
-    A header being rewrapped by a key rotation at this moment, or naming a KEK
-    retired a moment ago, is read again (up to ``tries`` times) before the file
-    counts as damaged.
+    Callers hold the file's lock (readers shared, ``rewrap`` exclusive), so a
+    header is never read half rewritten.
     """
-    for attempt in range(tries):
-        raw = os.pread(fd, HEADER_SIZE, 0)
-        try:
-            header, nonce, wrapped = Header.parse(raw)
-            return header, header.unwrap(ring.get(header.kek_id), nonce, wrapped)
-        except (ContentTampered, KeyUnavailable):
-            if attempt == tries - 1:
-                raise
-            time.sleep(0.02)
-    raise AssertionError("unreachable")
+    header, nonce, wrapped = Header.parse(os.pread(fd, HEADER_SIZE, 0))
+    return header, header.unwrap(ring.get(header.kek_id), nonce, wrapped)
 
 
 class SealedReader(io.RawIOBase):
