@@ -6,6 +6,7 @@ properties, ids across overwrite and move, checksums, chunked upload, refusals.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import time
@@ -220,6 +221,19 @@ def test_chunked_upload_is_one_judged_upload(server):
     # Someone else's upload id is someone else's.
     assert requests.request("PROPFIND", f"{server.url}/remote.php/dav/uploads/rob/t3",
                             auth=EVA, timeout=10).status_code == 403  # fmt: skip
+    # More than announced is refused, stores nothing, and is recorded.
+    assert requests.request("MKCOL", f"{uploads}/t4", auth=EVA, timeout=10).status_code == 201
+    over = requests.put(f"{uploads}/t4/1", data=b"x" * 2000, auth=EVA, timeout=10,
+                        headers={"OC-Total-Length": "1000"})  # fmt: skip
+    assert over.status_code == 413 and "OC-Total-Length" in over.text
+    listing = requests.request("PROPFIND", f"{uploads}/t4", auth=EVA, headers={"Depth": "1"},
+                               timeout=10).text  # fmt: skip
+    assert "getcontentlength" not in listing, "the refused piece was not kept"
+    records = server.cli("audit", "query", "--format", "json", "--event", "access-refused").stdout
+    refused = [r for r in json.loads(records) if r["actor"] == "eva"]
+    assert any(r["rule"] == "chunked-upload" and r["status"] == 413 for r in refused)
+    assert any(r["rule"] == "own-files-only" and r["status"] == 403 for r in refused)
+    assert any(r["rule"] == "small-files" and r["status"] == 413 for r in refused)
 
 
 def test_abandoned_chunked_uploads_are_swept(server):

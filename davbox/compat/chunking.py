@@ -23,6 +23,8 @@ Contract:
   rules, locks, ``OC-Checksum``, ``X-OC-Mtime``, the ``upload`` audit
   record, atomic commit, encryption); its answer is the MOVE's answer. The
   pieces are removed afterwards, whatever the outcome of a complete request.
+- Every refusal here is an ``access-refused`` record (rule ``chunked-upload``,
+  or the policy's own when a rule refused the destination).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import hashlib
 import re
 import socket
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import quote, unquote, urlsplit
@@ -39,6 +41,7 @@ from urllib.parse import quote, unquote, urlsplit
 from wsgidav.dav_error import DAVError
 
 from davbox.dav.errors import error_response
+from davbox.events import AccessRefused, request_context
 from davbox.http import status_line
 from davbox.policies.base import Operation
 from davbox.providers.storage.filesystem import FilesystemStorage, LengthMismatch, StorageFull
@@ -66,6 +69,18 @@ class ChunkedUploads:
         try:
             return self._handle(environ, start_response)
         except DAVError as exc:
+            if exc.value >= 400 and not environ.get("davbox.audited"):
+                # A policy refusal was recorded by authorize(); the others here.
+                self.provider.events.emit(
+                    AccessRefused(
+                        **request_context(environ),
+                        path=environ.get("PATH_INFO", ""),
+                        operation="chunked-upload",
+                        status=exc.value,
+                        rule="chunked-upload",
+                        reason=exc.context_info or "",
+                    )
+                )
             status, headers, body = error_response(exc)
             start_response(status, headers)
             return [body]
@@ -268,10 +283,6 @@ class _Joined:
                 return data
             self.current.close()
             self.current = None
-
-    def __iter__(self) -> Iterator[bytes]:
-        while data := self.read(BLOCK):
-            yield data
 
 
 def _response(root: ET.Element, href: str, size: int | None, *, folder: bool = False) -> None:

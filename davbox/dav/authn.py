@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from davbox.access import AccessService, AppPasswordRequired
-from davbox.events import EventBus, LoginRefused, request_context
+from davbox.events import AccessRefused, EventBus, LoginRefused, request_context
 from davbox.http import plain_response
 from davbox.providers.identity import ProviderUnavailable
 from davbox.throttle import Throttled
@@ -88,6 +88,16 @@ class BasicAuthMiddleware:
             return self._refuse(environ, start_response, WRONG, username)
         tree_of = environ.get("davbox.dav_user")
         if tree_of is not None and tree_of != principal.name:
+            self.events.emit(
+                AccessRefused(
+                    **{**request_context(environ), "actor": principal.name},
+                    path=environ.get("PATH_INFO", ""),
+                    operation=environ.get("REQUEST_METHOD", "").lower(),
+                    status=403,
+                    rule="own-files-only",
+                    reason="the file tree of another account",
+                )
+            )
             return plain_response(
                 environ,
                 start_response,
