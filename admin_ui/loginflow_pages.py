@@ -7,7 +7,7 @@ Routes (``RULES``):
   login (password and, where required, the code) the browser is sent to log
   in first and comes back here; then "Grant access" / "Cancel" (POST with the
   session's CSRF token). Granting is a ``login-succeeded`` record
-  (``method="login-flow"``).
+  (``method="login-flow"``), cancelling a ``login-refused`` one (``denied``).
 - ``POST /index.php/login/v2/poll`` (form field ``token``): 404 until
   granted, then once JSON ``server``, ``loginName``, ``appPassword``; the
   app password's issue is a ``login-succeeded`` record (``via="login-flow"``).
@@ -24,7 +24,7 @@ from werkzeug.routing import Rule
 from werkzeug.wrappers import Response
 
 from davbox.compat.loginflow import LoginFlows
-from davbox.events import EventBus, LoginSucceeded, request_context
+from davbox.events import EventBus, LoginRefused, LoginSucceeded, request_context
 
 if TYPE_CHECKING:
     from davbox.admin_ui.web import Page, WebApp
@@ -110,6 +110,10 @@ class LoginFlowPages:
                 return self.web._bad_form(page)
             if request.form.get("action") != "grant":
                 self.flows.deny(flow.id)
+                context = {**request_context(request.environ), "actor": page.session.username}
+                self.events.emit(
+                    LoginRefused(**context, outcome="denied", status=200, via="login-flow")
+                )
                 return self.web.render(page, "message.html", title=page._("Access not granted"),
                                        back=True)  # fmt: skip
             if not self.flows.grant(flow.id, page.session.username):

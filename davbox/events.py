@@ -72,8 +72,10 @@ class LoginRefused(Event):
     """Credentials were refused.
 
     ``outcome``: "malformed", "wrong", "wrong-code", "app-password-required",
-    "throttled" or "unavailable" (an identity provider could not answer);
-    ``via``: "dav" (Basic auth) or "web" (the login pages).
+    "throttled", "unavailable" (an identity provider could not answer),
+    "denied" (the person cancelled an app's Login Flow) or "is-app-password"
+    (``getapppassword`` with an app password); ``via``: "dav" (Basic auth),
+    "web" (the login pages), "ocs" or "login-flow".
     """
 
     kind: ClassVar[str] = "login-refused"

@@ -230,6 +230,7 @@ class OcsApp:
         """Nextcloud's ``core/getapppassword``: trade a password login for an app password."""
         principal = self._authenticate(environ)
         if principal.credential_id is not None:
+            self._emit(environ, principal.name, "is-app-password", 403)
             raise OcsError(403, "this login is an app password already")
         label = f"getapppassword {datetime.now(UTC):%Y-%m-%d %H.%M.%S}"
         try:

@@ -140,6 +140,8 @@ def test_cancelled_and_unknown_flows_give_nothing(browser, server):
     assert "Access not granted" in page.locator("h1").inner_text()
     context.close()
     assert _poll(flow).status_code == 404
+    refused = server.cli("audit", "query", "--format", "json", "--event", "login-refused").stdout
+    assert '"denied"' in refused and '"bas"' in refused, "the cancel is recorded"
     fake = {"poll": {"endpoint": flow["poll"]["endpoint"], "token": "x" * 43}}
     assert _poll(fake).status_code == 404
     assert (
@@ -174,3 +176,5 @@ def test_getapppassword_for_an_account_without_two_factor(make_server):
     )
     again = requests.get(url, auth=("tom", password), headers=headers, timeout=10)
     assert again.status_code == 403, "an app password is not traded for another"
+    refused = srv.cli("audit", "query", "--format", "json", "--event", "login-refused").stdout
+    assert '"is-app-password"' in refused
